@@ -1,0 +1,187 @@
+"""Result rows of an evaluation grid and the tables written from them.
+
+One row is one (model, mode, task, length) cell of the BABILong picture. Rows are plain
+dataclasses so the same list feeds the CSV, the JSON, the printed table and the heatmaps,
+and a combined table over several checkpoints is just the concatenation of their rows.
+Accuracies are percentages (0..100), as in the BABILong figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULT_FIELDS = (
+    "model",
+    "mode",
+    "task",
+    "length",
+    "length_tokens",
+    "accuracy",
+    "exact_match",
+    "correct",
+    "n",
+    "seconds",
+    "checkpoint",
+)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Score of one model on one task at one input length.
+
+    Attributes:
+        model: short display name of the checkpoint (unique within one evaluation).
+        mode: ``"rmt"`` (generation through memory) or ``"baseline"`` (backbone alone).
+        task: bAbI task name, e.g. ``"qa1"``.
+        length: length label as configured, e.g. ``"4k"``.
+        length_tokens: the same length in tokens (``4096``), used to order columns.
+        accuracy: percentage of samples judged correct by the BABILong rule.
+        exact_match: percentage of samples whose first output line equals the target.
+        correct: number of samples judged correct (``accuracy == 100 * correct / n``).
+        n: number of samples scored.
+        seconds: wall time spent building, running and scoring this cell.
+        checkpoint: path of the checkpoint folder that was read.
+    """
+
+    model: str
+    mode: str
+    task: str
+    length: str
+    length_tokens: int
+    accuracy: float
+    exact_match: float
+    correct: int
+    n: int
+    seconds: float
+    checkpoint: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def write_csv(rows: Sequence[EvalResult], path: str | Path) -> Path:
+    """Write rows as CSV with a fixed column order (``RESULT_FIELDS``)."""
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_dict())
+    return path
+
+
+def read_csv(path: str | Path) -> list[EvalResult]:
+    """Read a ``results.csv`` back into rows (used by tests and to re-plot old results)."""
+    rows = []
+    with Path(path).open(newline="") as f:
+        for rec in csv.DictReader(f):
+            rows.append(
+                EvalResult(
+                    model=rec["model"],
+                    mode=rec["mode"],
+                    task=rec["task"],
+                    length=rec["length"],
+                    length_tokens=int(rec["length_tokens"]),
+                    accuracy=float(rec["accuracy"]),
+                    exact_match=float(rec["exact_match"]),
+                    correct=int(rec["correct"]),
+                    n=int(rec["n"]),
+                    seconds=float(rec["seconds"]),
+                    checkpoint=rec["checkpoint"],
+                )
+            )
+    return rows
+
+
+def write_json(rows: Sequence[EvalResult], path: str | Path, *, meta: dict | None = None) -> Path:
+    """Write ``{"meta": ..., "results": [row, ...]}`` so a result file says how it was made."""
+    path = Path(path)
+    payload = {"meta": meta or {}, "results": [row.as_dict() for row in rows]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def series_name(row: EvalResult) -> str:
+    """Row label of a model in tables and heatmap titles: ``name`` or ``name (baseline)``."""
+    return row.model if row.mode == "rmt" else f"{row.model} ({row.mode})"
+
+
+def group_by_series(rows: Iterable[EvalResult]) -> dict[str, list[EvalResult]]:
+    """Split rows per (model, mode), keeping first-seen order."""
+    groups: dict[str, list[EvalResult]] = {}
+    for row in rows:
+        groups.setdefault(series_name(row), []).append(row)
+    return groups
+
+
+def grid(rows: Sequence[EvalResult], value: str = "accuracy"):
+    """Pivot one series' rows into (tasks, lengths, matrix) with ``None`` for missing cells.
+
+    Tasks keep their first-seen order; lengths are sorted by token count so columns grow
+    left to right as in the BABILong figures.
+    """
+    tasks: list[str] = []
+    lengths: dict[str, int] = {}
+    for row in rows:
+        if row.task not in tasks:
+            tasks.append(row.task)
+        lengths.setdefault(row.length, row.length_tokens)
+    length_labels = sorted(lengths, key=lambda k: lengths[k])
+    cells = {(r.task, r.length): getattr(r, value) for r in rows}
+    matrix = [[cells.get((t, length)) for length in length_labels] for t in tasks]
+    return tasks, length_labels, matrix
+
+
+def format_table(rows: Sequence[EvalResult], value: str = "accuracy", fmt: str = "markdown") -> str:
+    """Accuracy table: one line per (model, task), one column per length, plus the row mean.
+
+    ``fmt="markdown"`` gives a GitHub table (for papers' notes and READMEs); ``"text"`` gives
+    aligned columns for the console. Several checkpoints share one table (combined table).
+    """
+    all_lengths: dict[str, int] = {}
+    for row in rows:
+        all_lengths.setdefault(row.length, row.length_tokens)
+    lengths = sorted(all_lengths, key=lambda k: all_lengths[k])
+    header = ["model", "task", *lengths, "mean"]
+    body: list[list[str]] = []
+    for name, series in group_by_series(rows).items():
+        tasks, _, _ = grid(series, value)
+        cells = {(r.task, r.length): getattr(r, value) for r in series}
+        for task in tasks:
+            values = [cells.get((task, length)) for length in lengths]
+            present = [v for v in values if v is not None]
+            mean = sum(present) / len(present) if present else None
+            body.append([name, task, *(_fmt(v) for v in values), _fmt(mean)])
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    if fmt == "text":
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+        out.append("  ".join("-" * w for w in widths))
+        out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+        return "\n".join(out)
+    raise ValueError(f"format_table: unknown fmt={fmt!r}; use 'markdown' or 'text'")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+__all__ = [
+    "EvalResult",
+    "RESULT_FIELDS",
+    "format_table",
+    "grid",
+    "group_by_series",
+    "read_csv",
+    "series_name",
+    "write_csv",
+    "write_json",
+]
