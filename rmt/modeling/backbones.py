@@ -1,0 +1,79 @@
+"""Backbones: tiny random configs built in-process (offline default, tests) and Hub/local loading.
+
+The tiny configs exist so that everything (tests, the offline demo, benchmarks) runs without a download;
+`load_backbone` is the real path for pretrained models such as GPT-2, Pythia, Llama or Qwen.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+
+FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
+
+
+def tiny_backbone_config(
+    family: str = "llama",
+    *,
+    vocab_size: int,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_positions: int = 512,
+    dropout: float = 0.0,
+    pad_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    bos_token_id: int | None = None,
+) -> PreTrainedConfig:
+    """A small randomly initialised causal-LM config of a given architecture family.
+
+    gpt2 uses learned absolute positions; gpt_neox, llama and qwen2 use rotary positions. All four are
+    supported by `RMTForCausalLM`, which restarts positions at 0 on every segment.
+    """
+    if family not in FAMILIES:
+        raise ValueError(
+            f"backbone family {family!r} is not known; use one of {', '.join(FAMILIES)}"
+        )
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+    inter = intermediate_size or 4 * hidden_size
+    special = {
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,
+        "bos_token_id": bos_token_id,
+    }
+    if family == "gpt2":
+        return AutoConfig.for_model(
+            "gpt2", vocab_size=vocab_size, n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
+            n_inner=inter, n_positions=max_positions, resid_pdrop=dropout, embd_pdrop=dropout,
+            attn_pdrop=dropout, **special,
+        )  # fmt: skip
+    if family == "gpt_neox":
+        return AutoConfig.for_model(
+            "gpt_neox", vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+            num_attention_heads=num_heads, intermediate_size=inter, max_position_embeddings=max_positions,
+            hidden_dropout=dropout, attention_dropout=dropout, rotary_pct=0.25, **special,
+        )  # fmt: skip
+    return AutoConfig.for_model(
+        family, vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_heads, intermediate_size=inter,
+        max_position_embeddings=max_positions, attention_dropout=dropout, tie_word_embeddings=True,
+        **special,
+    )  # fmt: skip
+
+
+def load_backbone(
+    name_or_path: str, *, dtype=None, attn_implementation: str | None = None
+) -> PreTrainedModel:
+    """Load a pretrained causal LM from the Hub or a local folder (offline: local folders/cache only)."""
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load backbone {name_or_path!r}: {err}\n"
+            "Fix: give a local folder with config.json + weights, or go online / pre-download it "
+            "(HF_HUB_OFFLINE=1 forbids downloads)."
+        ) from err

@@ -1,0 +1,96 @@
+"""`RMTConfig`: the backbone's config plus the recurrent-memory settings, saved as one config.json.
+
+The backbone config is nested (not flattened) so that any Hugging Face causal LM can be wrapped and
+rebuilt from `config.json` alone, and so `from_pretrained` needs no extra arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+
+ALIGNMENTS = ("left", "right", "center")
+
+
+class RMTConfig(PreTrainedConfig):
+    """Configuration of a Recurrent Memory Transformer around a Hugging Face causal LM.
+
+    Args:
+        backbone_config: config of the wrapped causal LM (a `PreTrainedConfig` or its dict with `model_type`).
+        num_mem_tokens: number of memory tokens M. 0 turns memory off (plain segment-wise model).
+        segment_size: maximum number of input tokens per segment S. Each backbone call sees S + 2M positions.
+        segment_alignment: where the partial segment goes: "left" (segments start at the first token, the
+            last one is partial), "right" (the first one is partial, the last one full) or "center" (all
+            segments have nearly equal sizes).
+        bptt_depth: number of memory transitions the gradient flows back through, counted from the last
+            segment; -1 keeps full backpropagation through time.
+        segment_checkpointing: recompute each segment in backward instead of storing its activations.
+            "auto" turns it on when gradients are needed and there are at least
+            `checkpointing_min_segments` segments.
+        checkpointing_min_segments: threshold used by "auto".
+        freeze_backbone: train only the memory (and LoRA adapters, if any): backbone weights get no gradient.
+        lora: optional dict of LoRA settings (`r`, `alpha`, `dropout`, `target_modules`) applied to the
+            backbone when the model is built, so checkpoints with adapters reload with no extra arguments.
+    """
+
+    model_type = "rmt"
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    num_mem_tokens: int = 10
+    segment_size: int = 128
+    segment_alignment: str = "left"
+    bptt_depth: int = -1
+    segment_checkpointing: bool | str = "auto"
+    checkpointing_min_segments: int = 3
+    freeze_backbone: bool = False
+    lora: dict | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if isinstance(self.backbone_config, dict):
+            bb = dict(self.backbone_config)
+            model_type = bb.pop("model_type", None)
+            if model_type is None:
+                raise ValueError(
+                    "RMTConfig.backbone_config: the dict has no 'model_type'; give a PreTrainedConfig or "
+                    "a dict saved by config.to_dict() (it includes model_type)."
+                )
+            bb.pop("transformers_version", None)
+            self.backbone_config = AutoConfig.for_model(model_type, **bb)
+        super().__post_init__(**kwargs)
+        if self.backbone_config is not None:
+            self.validate_rmt()
+
+    def max_backbone_positions(self) -> int | None:
+        """Position limit of the backbone (None when its config does not declare one)."""
+        return getattr(self.backbone_config, "max_position_embeddings", None)
+
+    def validate_rmt(self) -> None:
+        """Fail early, naming the field and the fix, instead of failing deep inside a forward pass."""
+        if not isinstance(self.num_mem_tokens, int) or self.num_mem_tokens < 0:
+            raise ValueError(
+                f"num_mem_tokens={self.num_mem_tokens!r}: must be an integer >= 0 (0 disables memory)."
+            )
+        if not isinstance(self.segment_size, int) or self.segment_size < 1:
+            raise ValueError(f"segment_size={self.segment_size!r}: must be an integer >= 1.")
+        if self.segment_alignment not in ALIGNMENTS:
+            raise ValueError(
+                f"segment_alignment={self.segment_alignment!r}: unknown; use one of {', '.join(ALIGNMENTS)}."
+            )
+        if not isinstance(self.bptt_depth, int) or self.bptt_depth < -1 or self.bptt_depth == 0:
+            raise ValueError(
+                f"bptt_depth={self.bptt_depth!r}: use -1 for full backpropagation through time or "
+                "k >= 1 to keep the last k memory transitions."
+            )
+        if self.segment_checkpointing not in (True, False, "auto"):
+            raise ValueError(
+                f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
+            )
+        limit = self.max_backbone_positions()
+        needed = self.segment_size + 2 * self.num_mem_tokens
+        if limit is not None and needed > limit:
+            raise ValueError(
+                f"segment_size + 2*num_mem_tokens = {self.segment_size} + 2*{self.num_mem_tokens} = {needed} "
+                f"exceeds the backbone's position limit ({limit}); lower segment_size to at most "
+                f"{limit - 2 * self.num_mem_tokens} or use fewer memory tokens."
+            )
