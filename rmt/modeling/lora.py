@@ -16,13 +16,32 @@ def _require_peft():
 
 
 def wrap_backbone_with_lora(backbone, *, r=8, alpha=16, dropout=0.0, target_modules=None):
-    """Return `backbone` wrapped by peft with LoRA adapters (base weights frozen by peft)."""
+    """Inject LoRA adapters into `backbone` in place and freeze its other weights.
+
+    Injection (rather than a `PeftModel` wrapper) keeps the backbone's module paths, so tied weights,
+    `save_pretrained` and `from_pretrained` keep working on the RMT model unchanged.
+    """
     peft = _require_peft()
     cfg = peft.LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout,
-        target_modules=list(target_modules) if target_modules else None, task_type="CAUSAL_LM",
+        target_modules=list(target_modules) if target_modules else None,
     )  # fmt: skip
-    return peft.get_peft_model(backbone, cfg)
+    if cfg.target_modules is None:
+        # peft's defaults per architecture (q/v projections, GPT-2's c_attn, NeoX's query_key_value)
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults,
+        )
+
+        model_type = backbone.config.model_type
+        if model_type not in defaults:
+            raise ValueError(
+                f"no default LoRA target modules for {model_type!r}; set lora.target_modules"
+            )
+        cfg.target_modules = set(defaults[model_type])
+    backbone = peft.inject_adapter_in_model(cfg, backbone)
+    for name, param in backbone.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return backbone
 
 
 def apply_lora(model, *, r=8, alpha=16, dropout=0.0, target_modules=None):

@@ -98,10 +98,8 @@ class RMTForCausalLM(PreTrainedModel):
 
     @property
     def causal_lm(self) -> PreTrainedModel:
-        """The wrapped HF causal LM, looking through a peft wrapper if there is one."""
-        bb = self.backbone
-        get_base = getattr(type(bb), "get_base_model", None)
-        return bb.get_base_model() if get_base is not None else bb
+        """The wrapped HF causal LM (LoRA adapters, if any, are injected into it in place)."""
+        return self.backbone
 
     def get_input_embeddings(self):
         return self.causal_lm.get_input_embeddings()

@@ -1,0 +1,356 @@
+"""Equivalence and behaviour tests for RMTForCausalLM on tiny in-process backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from rmt import RMTConfig, RMTForCausalLM
+from rmt.modeling.backbones import FAMILIES, tiny_backbone_config
+from rmt.modeling.segmentation import batch_schedule, segment_bounds
+
+VOCAB = 97
+
+
+def make_model(family="llama", *, mem=4, seg=8, positions=64, **kw):
+    torch.manual_seed(0)
+    bb = tiny_backbone_config(
+        family, vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, max_positions=positions
+    )
+    model = RMTForCausalLM(
+        RMTConfig(backbone_config=bb, num_mem_tokens=mem, segment_size=seg, **kw)
+    )
+    return model.eval()
+
+
+def rand_ids(*shape, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, shape, generator=g)
+
+
+# ---------------------------------------------------------------- segmentation (pure functions)
+@pytest.mark.parametrize(
+    "alignment,expected",
+    [
+        ("left", [(0, 4), (4, 8), (8, 10)]),
+        ("right", [(0, 2), (2, 6), (6, 10)]),
+        ("center", [(0, 4), (4, 7), (7, 10)]),
+    ],
+)
+def test_segment_bounds(alignment, expected):
+    assert segment_bounds(10, 4, alignment) == expected
+
+
+def test_segment_bounds_errors():
+    with pytest.raises(ValueError, match="unknown segment alignment"):
+        segment_bounds(10, 4, "middle")
+    with pytest.raises(ValueError, match="empty"):
+        segment_bounds(0, 4)
+
+
+def test_batch_schedule_aligns_last_segments():
+    sched = batch_schedule([10, 3], 4, "left")
+    assert len(sched) == 3
+    assert sched[0] == [(0, 0, 4)]
+    assert sched[-1] == [(0, 8, 10), (1, 0, 3)]
+
+
+# ---------------------------------------------------------------- all backbone families
+@pytest.mark.parametrize("family", FAMILIES)
+def test_families_forward_backward_generate(family):
+    model = make_model(family).train()
+    ids = rand_ids(2, 30)
+    labels = torch.full_like(ids, -100)
+    labels[:, -3:] = ids[:, -3:]
+    out = model(ids, labels=labels)
+    assert out.logits is None and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.memory.grad is not None and model.memory.grad.abs().sum() > 0
+    model.eval()
+    new = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert new.shape == (2, 4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_memory_one_segment_equals_backbone(family):
+    model = make_model(family, mem=0, seg=32)
+    ids = rand_ids(2, 20)
+    ours = model(ids, return_logits=True).logits
+    ref = model.backbone(input_ids=ids).logits
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_positions_restart_every_segment(family):
+    """Each segment is an independent call: the 2nd segment with no memory equals the backbone on it alone."""
+    model = make_model(family, mem=0, seg=8)
+    ids = rand_ids(1, 16)
+    ours = model(ids, return_logits=True).logits
+    ref = model.backbone(input_ids=ids[:, 8:]).logits
+    torch.testing.assert_close(ours[:, 8:], ref, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- batching and padding
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batch_equals_one_by_one(family, side):
+    model = make_model(family, mem=3, seg=6)
+    lengths = [23, 9, 4]
+    seqs = [rand_ids(n, seed=n) for n in lengths]
+    width = max(lengths)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, s in enumerate(seqs):
+        sl = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        ids[i, sl], mask[i, sl] = s, 1
+        lab = s.clone()
+        lab[: len(s) - 2] = -100
+        labels[i, sl] = lab
+    batch = model(ids, attention_mask=mask, labels=labels)
+    gen = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    for i, s in enumerate(seqs):
+        lab = s.clone()
+        lab[: len(s) - 2] = -100
+        single = model(s[None], labels=lab[None])
+        torch.testing.assert_close(
+            batch.sample_loss[i], single.sample_loss[0], rtol=1e-4, atol=1e-5
+        )
+        g1 = model.generate(s[None], max_new_tokens=5, do_sample=False)
+        assert torch.equal(gen[i], g1[0])
+
+
+# ---------------------------------------------------------------- loss
+def test_loss_is_mean_over_labelled_tokens_across_segments():
+    model = make_model("gpt2", mem=2, seg=5)
+    ids = rand_ids(2, 17)
+    labels = ids.clone()
+    labels[0, :9] = -100
+    labels[1, 3:12] = -100
+    out = model(ids, labels=labels, return_logits=True)
+    logits = out.logits[:, :-1]
+    tgt = labels[:, 1:]
+    ref = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, VOCAB), tgt.reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-6)
+    assert out.num_label_tokens.tolist() == [
+        (tgt[0] != -100).sum().item(),
+        (tgt[1] != -100).sum().item(),
+    ]
+
+
+def test_lm_head_runs_only_on_labelled_positions():
+    model = make_model("llama", mem=2, seg=32, positions=64)
+    ids = rand_ids(1, 4000)
+    labels = torch.full_like(ids, -100)
+    labels[0, -5:] = ids[0, -5:]
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda m, i, o: seen.append(i[0].shape[0])
+    )
+    with torch.no_grad():
+        out = model(ids, labels=labels)
+    hook.remove()
+    assert out.logits is None
+    assert sum(seen) == 5  # the head saw the 5 positions that predict the answer, not 4000
+    assert out.num_label_tokens.item() == 5
+
+
+# ---------------------------------------------------------------- truncated BPTT
+def _memory_grads(model, ids, labels):
+    """Run forward/backward recording the memory written by every segment; return their grads."""
+    written = []
+    original = model._run_segment
+
+    def recording(*args):
+        new_mem, sel = original(*args)
+        new_mem.retain_grad()
+        written.append(new_mem)
+        return new_mem, sel
+
+    model._run_segment = recording
+    try:
+        model(ids, labels=labels).loss.backward()
+    finally:
+        del model._run_segment
+    return [w.grad for w in written], model.memory.grad
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, -1])
+def test_bptt_depth_cuts_exactly(depth):
+    n = 5
+    model = make_model("llama", mem=2, seg=4, bptt_depth=depth, segment_checkpointing=False).train()
+    ids = rand_ids(1, 4 * n)
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]  # answer-only loss, in the last segment
+    grads, param_grad = _memory_grads(model, ids, labels)
+    # grads[s] is the memory written by segment s, read by segment s + 1.
+    for s, g in enumerate(grads[:-1]):
+        reads_at = s + 1
+        connected = depth == -1 or reads_at >= n - depth
+        norm = 0.0 if g is None else g.abs().sum().item()
+        assert (norm > 0) == connected, (depth, s, norm)
+    assert (param_grad is not None and param_grad.abs().sum() > 0) == (depth == -1 or depth >= n)
+
+
+def test_truncation_keeps_recent_gradients_exact():
+    ids = rand_ids(1, 20)
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]
+    full = make_model("gpt2", mem=2, seg=4, bptt_depth=-1, segment_checkpointing=False).train()
+    cut = make_model("gpt2", mem=2, seg=4, bptt_depth=1, segment_checkpointing=False).train()
+    g_full, _ = _memory_grads(full, ids, labels)
+    g_cut, _ = _memory_grads(cut, ids, labels)
+    torch.testing.assert_close(g_full[-2], g_cut[-2])
+
+
+# ---------------------------------------------------------------- segment checkpointing
+@pytest.mark.parametrize("depth", [-1, 2])
+def test_segment_checkpointing_same_gradients(depth):
+    ids = rand_ids(2, 37)
+    labels = ids.clone()
+    labels[:, :30] = -100
+    grads = []
+    for ckpt in (False, True):
+        model = make_model(
+            "llama", mem=3, seg=6, bptt_depth=depth, segment_checkpointing=ckpt
+        ).train()
+        model(ids, labels=labels).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_auto_checkpointing_only_with_grad_and_many_segments():
+    model = make_model("llama", seg=4, segment_checkpointing="auto").train()
+    assert model._use_checkpointing(8) and not model._use_checkpointing(2)
+    with torch.no_grad():
+        assert not model._use_checkpointing(8)
+
+
+# ---------------------------------------------------------------- save / load
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_save_load_roundtrip(tmp_path, family):
+    model = make_model(family, mem=3, seg=6, bptt_depth=2, segment_alignment="right")
+    with torch.no_grad():
+        model.memory.add_(1.0)  # differs from any fresh initialisation
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()
+    ids = rand_ids(2, 25)
+    ref = model(ids, return_logits=True).logits
+    for loader in (RMTForCausalLM, AutoModelForCausalLM):
+        loaded = loader.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, RMTForCausalLM)
+        assert loaded.config.segment_alignment == "right" and loaded.config.bptt_depth == 2
+        torch.testing.assert_close(loaded(ids, return_logits=True).logits, ref)
+
+
+def test_from_backbone_keeps_weights():
+    torch.manual_seed(0)
+    bb_cfg = tiny_backbone_config(
+        "gpt2", vocab_size=VOCAB, hidden_size=32, num_layers=1, num_heads=2
+    )
+    backbone = AutoModelForCausalLM.from_config(bb_cfg)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = RMTForCausalLM.from_backbone(backbone, num_mem_tokens=2, segment_size=16)
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model.memory.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- frozen backbone and LoRA
+def test_freeze_backbone_trains_only_memory():
+    model = make_model("llama", freeze_backbone=True).train()
+    ids = rand_ids(1, 20)
+    model(ids, labels=ids).loss.backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["memory"]
+    assert model.memory.grad.abs().sum() > 0
+
+
+def test_lora_trains_adapters_and_reloads(tmp_path):
+    pytest.importorskip("peft")
+    from rmt.modeling.lora import apply_lora
+
+    model = make_model("llama").train()
+    apply_lora(model, r=4, alpha=8, target_modules=["q_proj", "v_proj"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "memory" in trainable and trainable - {"memory"}
+    assert all("lora_" in n for n in trainable - {"memory"})
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    ids = rand_ids(1, 20)
+    model(ids, labels=ids).loss.backward()
+    opt.step()
+    model.eval()
+    ref = model(ids, return_logits=True).logits
+    model.save_pretrained(tmp_path)
+    loaded = RMTForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(ids, return_logits=True).logits, ref)
+
+
+# ---------------------------------------------------------------- generation
+def naive_greedy(model, ids, steps):
+    """Token by token, no cache: memory from the prompt, then the backbone on [memory ; last segment ; new]."""
+    mems, tok, last = model.read_memory(ids)
+    (b, s, e) = last[0]
+    seq = tok[0][s:e]
+    emb = model.get_input_embeddings()
+    out = []
+    for _ in range(steps):
+        x = torch.cat([mems[0], emb(seq)])[None]
+        logits = model.causal_lm(inputs_embeds=x).logits
+        nxt = logits[0, -1].argmax()
+        out.append(nxt)
+        seq = torch.cat([seq, nxt[None]])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
+def test_greedy_generate_equals_naive_loop(family):
+    model = make_model(family, mem=3, seg=8)
+    lengths = [19, 11]
+    ids = torch.zeros(2, 19, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    seqs = [rand_ids(n, seed=n + 5) for n in lengths]
+    for i, s in enumerate(seqs):
+        ids[i, 19 - len(s) :], mask[i, 19 - len(s) :] = s, 1
+    with torch.no_grad():
+        gen = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+        for i, s in enumerate(seqs):
+            assert torch.equal(gen[i], naive_greedy(model, s[None], 6))
+
+
+def test_generation_continues_like_forward():
+    """Greedy tokens equal the argmax of forward logits on prompt + generated (no segment overflow)."""
+    model = make_model("llama", mem=2, seg=10)
+    ids = rand_ids(1, 23)
+    with torch.no_grad():
+        gen = model.generate(ids, max_new_tokens=4, do_sample=False)
+        full = torch.cat([ids, gen], 1)
+        logits = model(full, return_logits=True).logits
+    assert torch.equal(logits[0, 22:-1].argmax(-1), gen[0])
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_mem_tokens": -1}, "num_mem_tokens"),
+        ({"segment_size": 0}, "segment_size"),
+        ({"segment_size": 60, "num_mem_tokens": 4}, "position limit"),
+        ({"segment_alignment": "middle"}, "segment_alignment"),
+        ({"bptt_depth": 0}, "bptt_depth"),
+        ({"bptt_depth": -2}, "bptt_depth"),
+        ({"segment_checkpointing": "sometimes"}, "segment_checkpointing"),
+    ],
+)
+def test_invalid_settings_fail_with_field_name(kwargs, match):
+    bb = tiny_backbone_config(
+        "gpt2", vocab_size=VOCAB, hidden_size=32, num_layers=1, num_heads=2, max_positions=64
+    )
+    base = {"num_mem_tokens": 2, "segment_size": 8}
+    with pytest.raises(ValueError, match=match):
+        RMTConfig(backbone_config=bb, **{**base, **kwargs})
