@@ -1,0 +1,78 @@
+"""BABILong scoring semantics: first sentence, label sets, question labels ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmt.data.scoring import TASK_LABELS, compare_answers, exact_match
+
+
+def test_label_sets_match_babilong():
+    rooms = {"bathroom", "bedroom", "garden", "hallway", "kitchen", "office"}
+    for task in ("qa1", "qa2", "qa3", "qa4"):
+        assert set(TASK_LABELS[task]) == rooms
+    assert set(TASK_LABELS["qa5"]) == {"Bill", "Fred", "Jeff", "Mary", "apple", "football", "milk"}
+    assert set(TASK_LABELS["qa6"]) == set(TASK_LABELS["qa9"]) == {"yes", "no"}
+    assert set(TASK_LABELS["qa7"]) == {"none", "one", "two", "three"}
+    assert set(TASK_LABELS["qa8"]) == {"apple", "football", "milk", "nothing"}
+    assert set(TASK_LABELS["qa10"]) == {"yes", "no", "maybe"}
+    assert len(TASK_LABELS) == 20 and len(TASK_LABELS["qa19"]) == 12
+
+
+@pytest.mark.parametrize(
+    ("target", "output", "question", "task", "expected"),
+    [
+        ("kitchen", "kitchen", "Where is Mary?", "qa1", True),
+        ("kitchen", "Kitchen", "Where is Mary?", "qa1", True),  # case-insensitive
+        ("kitchen", "The milk is in the kitchen.", "Where is the milk?", "qa2", True),
+        ("kitchen", "kitchen or office", "Where is Mary?", "qa1", False),  # hedging fails
+        ("kitchen", "office", "Where is Mary?", "qa1", False),
+        ("kitchen", "", "Where is Mary?", "qa1", False),
+        # only the first sentence counts
+        ("kitchen", "kitchen. Before that she was in the office.", "Where is Mary?", "qa1", True),
+        ("kitchen", "office. kitchen", "Where is Mary?", "qa1", False),
+        # labels named in the question are ignored in the output
+        (
+            "hallway",
+            "hallway, after the kitchen",
+            "Where was the milk before the kitchen?",
+            "qa3",
+            True,
+        ),
+        ("Fred", "Bill gave it to Fred", "Who did Bill give the milk to?", "qa5", True),
+        ("milk", "Bill gave the milk", "What did Bill give to Fred?", "qa5", True),
+        # qa8 comma lists are sets; all items needed, nothing extra
+        ("apple,milk", "apple , milk", "What is Mary carrying?", "qa8", True),
+        ("apple,milk", "milk and apple", "What is Mary carrying?", "qa8", True),
+        ("apple,milk", "apple", "What is Mary carrying?", "qa8", False),
+        ("apple,milk", "apple, milk, football", "What is Mary carrying?", "qa8", False),
+        ("nothing", "nothing", "What is Mary carrying?", "qa8", True),
+        # substring matching as in BABILong ("kitchens" mentions "kitchen")
+        ("kitchen", "in the kitchens", "Where is Mary?", "qa1", True),
+        ("no", "no", "Is Mary in the office?", "qa6", True),
+        ("yes", "no", "Is Mary in the office?", "qa6", False),
+        ("maybe", "maybe", "Is Mary in the office?", "qa10", True),
+        # qa7 nests labels: "none" contains "one"; whole words keep a correct "none" correct
+        ("none", "none", "How many objects is Mary carrying?", "qa7", True),
+        ("one", "none", "How many objects is Mary carrying?", "qa7", False),
+        ("one", "one", "How many objects is Mary carrying?", "qa7", True),
+        # qa19 labels contain commas; word-level decodes put spaces around them
+        ("n,w", "n,w", "How do you go from the kitchen to the garden?", "qa19", True),
+        ("n,w", "n , w", "How do you go from the kitchen to the garden?", "qa19", True),
+        ("n,w", "w,n", "How do you go from the kitchen to the garden?", "qa19", False),
+    ],
+)
+def test_compare_answers(target, output, question, task, expected):
+    assert compare_answers(target, output, question, task) is expected
+
+
+def test_unknown_task_is_an_error():
+    with pytest.raises(ValueError, match="qa21"):
+        compare_answers("x", "x", "q", "qa21")
+
+
+def test_exact_match():
+    assert exact_match("kitchen", " Kitchen. ")
+    assert exact_match("apple,milk", "apple , milk")
+    assert not exact_match("apple,milk", "milk,apple")
+    assert not exact_match("kitchen", "the kitchen")
