@@ -1,0 +1,39 @@
+"""``rmt-train``: the Hydra entrypoint of the training loop (see ``rmt/conf/train.yaml``).
+
+Thin on purpose: it turns Hydra's composed config into the run's config (the run folder Hydra
+chose, or the saved config of a run to resume) and hands it to :func:`rmt.train.loop.train`.
+Also runnable as ``python -m rmt.cli.train`` and under ``accelerate launch -m rmt.cli.train``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import rmt.config.schema  # noqa: F401  (registers the schemas and resolvers before composing)
+
+
+def run_config(cfg: DictConfig) -> DictConfig:
+    """The config a job trains with: Hydra's run folder, or the saved config when resuming."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rmt.train.checkpoint import resume_config
+
+    hydra_cfg = HydraConfig.get()
+    if cfg.resume:
+        return resume_config(cfg.resume, list(hydra_cfg.overrides.task))
+    cfg.output_dir = hydra_cfg.runtime.output_dir
+    return cfg
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Train; return the best validation metric (what Hydra sweepers optimise)."""
+    from rmt.train.loop import train
+
+    metrics = train(run_config(cfg))
+    return metrics.get("best_metric")
+
+
+if __name__ == "__main__":
+    main()

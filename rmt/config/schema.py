@@ -1,0 +1,413 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Why dataclasses: the YAML files in ``rmt/conf`` extend these schemas (``defaults: [base_<group>]``),
+so a typo (``memory.num_token=5``) or a wrong type (``segment.size=big``) fails when Hydra
+composes the config, naming the key, instead of an hour into a run. Cross-field rules that a
+schema cannot express (segment + memory beyond the backbone's positions, BPTT depth beyond the
+number of segments, missing files) live in :func:`validate`, which runs before any compute.
+
+RMT hyperparameters are plain typed fields; only the optimizer is chosen by ``_target_``
+because it is the one part users really swap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+BACKBONE_FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
+ALIGNMENTS = ("left", "right", "center")
+TASK_SOURCES = ("generated", "local", "hub")
+BACKGROUND_KINDS = ("builtin", "files", "hf")
+SCHEDULERS = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A config value or combination that cannot work; the message names the key and the fix."""
+
+
+@dataclass
+class BackboneConfig:
+    """The wrapped causal LM.
+
+    ``pretrained=None`` builds a tiny random model of ``family`` from the size fields below
+    (offline, seconds to train); otherwise it is a Hub id or a local folder and the size fields
+    are ignored (the checkpoint's own config wins).
+    """
+
+    family: str = "gpt2"  # gpt2 | gpt_neox | llama | qwen2 (used when pretrained is None)
+    pretrained: str | None = None  # Hub id or local path; None = tiny random backbone
+    tokenizer: str | None = None  # None = offline word-level tokenizer, or the pretrained one
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int | None = None  # None = 4 * hidden_size
+    max_positions: int = 512
+    dropout: float = 0.0
+    dtype: str | None = None  # dtype for pretrained weights: float32 | bfloat16 | float16 | None
+
+
+@dataclass
+class LoraConfig:
+    """Optional LoRA adapters on the backbone (needs the ``peft`` extra)."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # None = peft's default for the architecture
+
+
+@dataclass
+class MemoryConfig:
+    num_tokens: int = 10  # memory tokens read and written per segment; 0 = plain segmented LM
+    freeze_backbone: bool = False  # train only memory embeddings (and LoRA if enabled)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class SegmentConfig:
+    size: int = 64  # tokens of input per segment (memory tokens come on top)
+    alignment: str = "left"  # left | right | center: where the partial segment goes
+    checkpointing: Any = "auto"  # "auto" | true | false: recompute segments in backward
+
+
+@dataclass
+class BpttConfig:
+    depth: int = -1  # -1 = full BPTT through all segments; k >= 1 keeps k memory transitions
+
+
+@dataclass
+class BackgroundConfig:
+    """Where the haystack text comes from (see ``rmt.data.background.make_background``)."""
+
+    kind: str = (
+        "builtin"  # builtin (offline) | files (local .txt/.jsonl) | hf (datasets, e.g. PG19)
+    )
+    path: str | None = None  # .txt file or folder of them, for kind=files
+    dataset: str | None = None  # kind=hf: Hub id (e.g. deepmind/pg19) or a save_to_disk folder
+    split: str = "train"
+    column: str = "text"
+    max_docs: int | None = None
+
+
+@dataclass
+class CurriculumStage:
+    """One curriculum stage: each batch draws its segment count from ``segments``.
+
+    The stage ends after ``steps`` optimizer steps, or earlier once validation accuracy reaches
+    ``until_accuracy``; the next stage starts from the best model of this one.
+    """
+
+    segments: list[int] = MISSING  # segment counts drawn per batch, e.g. [1, 2]
+    steps: int | None = None  # None = until trainer.max_steps (only for the last stage)
+    until_accuracy: float | None = None  # advance early at this validation accuracy (0..1)
+    max_ratio: float = 0.0  # fraction of batches forced to the largest count in `segments`
+    min_facts: int | None = None  # story size for this stage (None = task.min_facts)
+    max_facts: int | None = None  # (None = task.max_facts)
+
+
+@dataclass
+class TaskConfig:
+    """The BABILong training task: bAbI facts hidden in background text."""
+
+    name: str = "babilong_qa1"
+    tasks: list[str] = field(default_factory=lambda: ["qa1"])
+    source: str = "generated"  # generated (offline bAbI generator) | local (bAbI files) | hub
+    path: str | None = None  # bAbI folder (local) or RMT-team/babilong id / local copy (hub)
+    babilong_length: str = "0k"  # hub/local only: the pre-built length split, e.g. 0k, 4k
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    position: list[float] = field(default_factory=lambda: [0.0, 1.0])  # where facts may sit
+    facts_before_last_segment: bool = False  # facts end before the question's segment
+    min_facts: int | None = None  # generator: fewer facts per story (easier early curriculum)
+    max_facts: int | None = None
+    train_samples: int | None = None  # None = fresh generated samples at every step
+    valid_samples: int = 200
+    curriculum: list[CurriculumStage] = field(
+        default_factory=lambda: [CurriculumStage(segments=[2])]
+    )
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"  # cosine | linear | constant (after linear warmup)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio for cosine/linear
+
+
+@dataclass
+class OptimConfig:
+    _target_: str = "torch.optim.AdamW"
+    lr: float = 1e-3
+    weight_decay: float = 0.01  # applied to matrices only, not to biases/norms/embeddings 1-D
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000  # optimizer steps over the whole curriculum
+    max_minutes: float | None = None  # wall-clock budget; None = no limit
+    batch_size: int = 32  # per process, per micro-batch
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0  # None = no clipping
+    eval_every: int = 100  # validate (generation + loss) every N optimizer steps
+    log_every: int = 10
+    eval_samples: int | None = None  # samples per periodic validation; None = whole valid set
+    eval_batch_size: int = 64
+    max_new_tokens: int = 8  # generation budget per answer during validation
+    mixed_precision: str = "auto"  # auto (bf16 on capable GPUs, else no) | no | bf16 | fp16
+    seed: int = 0
+    num_workers: int = 0
+    aux_lm_loss: float = 0.0  # >0 also trains next-token loss on the haystack, this weight
+    progress_bar: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Root config of ``rmt-train`` (``rmt/conf/train.yaml``)."""
+
+    name: str = "default"  # run label, part of the run folder name
+    resume: str | None = None  # run folder to continue from its last/ checkpoint
+    output_dir: str | None = None  # set by the CLI from Hydra's run dir
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    bptt: BpttConfig = field(default_factory=BpttConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+GROUP_SCHEMAS = {
+    "backbone": BackboneConfig,
+    "memory": MemoryConfig,
+    "segment": SegmentConfig,
+    "bptt": BpttConfig,
+    "task": TaskConfig,
+    "optim": OptimConfig,
+    "trainer": TrainerConfig,
+}
+
+
+def register_configs() -> None:
+    """Store the schemas: ``base_train`` for the root and ``<group>/base_<group>`` per group."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_train", node=TrainConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+
+
+def _run_dir(resume: str | None, fresh: str) -> str:
+    """Hydra run dir: a resumed run continues in its own folder."""
+    return str(resume) if resume else fresh
+
+
+def _hydra_subdir(resume: str | None, stamp: str) -> str | None:
+    """Where Hydra saves its own files: none for non-zero ranks (rank 0 owns the folder)."""
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    return f".hydra/resume-{stamp}" if resume else ".hydra"
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("rmt_run_dir", _run_dir, replace=True)
+    OmegaConf.register_new_resolver("rmt_hydra_subdir", _hydra_subdir, replace=True)
+
+
+register_configs()
+register_resolvers()
+
+
+def _positions_limit(cfg: DictConfig) -> int | None:
+    """Position limit of the configured backbone, without loading weights."""
+    bb = cfg.backbone
+    if bb.pretrained is None:
+        return bb.max_positions
+    from transformers import AutoConfig
+
+    try:
+        hf_cfg = AutoConfig.from_pretrained(bb.pretrained)
+    except OSError as err:  # offline and not cached, or a wrong path
+        raise ConfigError(
+            f"backbone.pretrained={bb.pretrained!r} cannot be loaded ({err}). Give a local "
+            "folder with config.json, go online, or use backbone=tiny for the offline model."
+        ) from err
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(hf_cfg, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def max_segments(cfg: DictConfig) -> int:
+    """Largest number of segments a training sample can have under the curriculum."""
+    return max(max(stage.segments) for stage in cfg.task.curriculum)
+
+
+def _check_choice(value: Any, key: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(choices)}.")
+
+
+def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
+    """Check cross-field rules before any compute; raise :class:`ConfigError` naming the fix.
+
+    ``check_backbone=False`` skips the (possibly networked) lookup of a pretrained backbone's
+    position limit, for tests that only look at the config.
+    """
+    from rmt.data.scoring import TASK_LABELS
+
+    bb, mem, seg, task, tr = cfg.backbone, cfg.memory, cfg.segment, cfg.task, cfg.trainer
+    _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES)
+    _check_choice(seg.alignment, "segment.alignment", ALIGNMENTS)
+    _check_choice(task.source, "task.source", TASK_SOURCES)
+    _check_choice(task.background.kind, "task.background.kind", BACKGROUND_KINDS)
+    _check_choice(cfg.optim.scheduler.name, "optim.scheduler.name", SCHEDULERS)
+    _check_choice(tr.mixed_precision, "trainer.mixed_precision", PRECISIONS)
+    if seg.checkpointing not in ("auto", True, False):
+        raise ConfigError(
+            f"segment.checkpointing={seg.checkpointing!r} is not valid; use auto, true or false."
+        )
+
+    for key, value, low in (
+        ("segment.size", seg.size, 1),
+        ("memory.num_tokens", mem.num_tokens, 0),
+        ("trainer.max_steps", tr.max_steps, 1),
+        ("trainer.batch_size", tr.batch_size, 1),
+        ("trainer.grad_accum", tr.grad_accum, 1),
+        ("trainer.eval_every", tr.eval_every, 1),
+        ("trainer.log_every", tr.log_every, 1),
+        ("trainer.eval_batch_size", tr.eval_batch_size, 1),
+        ("task.valid_samples", task.valid_samples, 1),
+        ("optim.scheduler.warmup_steps", cfg.optim.scheduler.warmup_steps, 0),
+    ):
+        if value < low:
+            raise ConfigError(f"{key}={value} must be >= {low}.")
+    if tr.aux_lm_loss < 0:
+        raise ConfigError(f"trainer.aux_lm_loss={tr.aux_lm_loss} must be >= 0 (0 = answer-only).")
+    if not cfg.optim.lr > 0:
+        raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0.")
+    if bb.pretrained is None and bb.hidden_size % bb.num_heads:
+        raise ConfigError(
+            f"backbone.hidden_size={bb.hidden_size} is not divisible by "
+            f"backbone.num_heads={bb.num_heads}; change one of them."
+        )
+    if mem.lora.enabled and mem.lora.r < 1:
+        raise ConfigError(f"memory.lora.r={mem.lora.r} must be >= 1 when LoRA is enabled.")
+
+    unknown = [t for t in task.tasks if t not in TASK_LABELS]
+    if not task.tasks or unknown:
+        raise ConfigError(
+            f"task.tasks={list(task.tasks)} has unknown task names {unknown}; "
+            f"use names from {sorted(TASK_LABELS)}, e.g. task.tasks=[qa1]."
+        )
+    if len(task.position) != 2 or not 0.0 <= task.position[0] < task.position[1] <= 1.0:
+        raise ConfigError(
+            f"task.position={list(task.position)} must be [start, end] with "
+            "0 <= start < end <= 1 (fractions of the haystack where facts may sit)."
+        )
+    if task.min_facts is not None and task.max_facts is not None:
+        if task.min_facts > task.max_facts:
+            raise ConfigError(
+                f"task.min_facts={task.min_facts} > task.max_facts={task.max_facts}; swap them."
+            )
+    if task.source == "generated":
+        from rmt.data.generator import TASKS as GENERATED
+
+        missing = [t for t in task.tasks if t not in GENERATED]
+        if missing:
+            raise ConfigError(
+                f"task.tasks: the offline generator has no {missing}; it makes "
+                f"{', '.join(GENERATED)}. Use task.source=local with the bAbI files for others."
+            )
+    if task.source == "local" and (task.path is None or not os.path.isdir(task.path)):
+        raise ConfigError(
+            f"task.source=local needs task.path=<folder with the bAbI .txt files>; "
+            f"{task.path!r} is not a folder."
+        )
+    if task.source == "hub" and not task.path:
+        raise ConfigError(
+            "task.source=hub needs task.path (e.g. RMT-team/babilong or a local copy)."
+        )
+    if task.train_samples is not None and task.train_samples < tr.batch_size:
+        raise ConfigError(
+            f"task.train_samples={task.train_samples} is smaller than trainer.batch_size="
+            f"{tr.batch_size}; give more samples or null for fresh generated samples."
+        )
+    bg = task.background
+    if bg.kind == "files":
+        if bg.path is None or not os.path.exists(bg.path):
+            raise ConfigError(
+                f"task.background.path={bg.path!r} does not exist; give a .txt/.jsonl file or a "
+                "folder of them, or use task.background.kind=builtin for the offline text."
+            )
+    if bg.kind == "hf" and not bg.dataset:
+        raise ConfigError(
+            "task.background.kind=hf needs task.background.dataset: a Hub id such as "
+            "deepmind/pg19 (online) or a local save_to_disk folder."
+        )
+
+    if not task.curriculum:
+        raise ConfigError(
+            "task.curriculum is empty; give at least one stage, e.g. [{segments: [2]}]."
+        )
+    for i, stage in enumerate(task.curriculum):
+        key = f"task.curriculum[{i}]"
+        if not stage.segments or min(stage.segments) < 1:
+            raise ConfigError(f"{key}.segments={list(stage.segments)} needs counts >= 1.")
+        if stage.steps is not None and stage.steps < 1:
+            raise ConfigError(f"{key}.steps={stage.steps} must be >= 1 or null.")
+        if not 0.0 <= stage.max_ratio <= 1.0:
+            raise ConfigError(f"{key}.max_ratio={stage.max_ratio} must be in [0, 1].")
+        if stage.until_accuracy is not None and not 0 < stage.until_accuracy <= 1:
+            raise ConfigError(
+                f"{key}.until_accuracy={stage.until_accuracy} must be a fraction in (0, 1]."
+            )
+        last = i == len(task.curriculum) - 1
+        if stage.steps is None and not last:
+            raise ConfigError(
+                f"{key}.steps is null but it is not the last stage; give it a step budget."
+            )
+    if task.facts_before_last_segment and min(min(s.segments) for s in task.curriculum) < 2:
+        raise ConfigError(
+            "task.facts_before_last_segment=true needs at least 2 segments per sample, but a "
+            "curriculum stage allows 1; start the curriculum at segments: [2]."
+        )
+
+    n_seg = max_segments(cfg)
+    if cfg.bptt.depth == 0 or cfg.bptt.depth < -1:
+        raise ConfigError(f"bptt.depth={cfg.bptt.depth} is not valid; use -1 (full) or k >= 1.")
+    if cfg.bptt.depth > max(n_seg - 1, 0) and n_seg > 1:
+        raise ConfigError(
+            f"bptt.depth={cfg.bptt.depth} exceeds the {n_seg - 1} memory transitions of the "
+            f"longest sample ({n_seg} segments); use bptt.depth=-1 for full BPTT or at most "
+            f"{n_seg - 1}."
+        )
+
+    if check_backbone:
+        limit = _positions_limit(cfg)
+        need = seg.size + 2 * mem.num_tokens
+        if limit is not None and need > limit:
+            raise ConfigError(
+                f"segment.size={seg.size} + 2*memory.num_tokens={2 * mem.num_tokens} = {need} "
+                f"exceeds the backbone's {limit} positions; lower segment.size to "
+                f"{max(limit - 2 * mem.num_tokens, 1)} or fewer memory tokens"
+                + (", or raise backbone.max_positions." if bb.pretrained is None else ".")
+            )
+    if tr.eval_samples is not None and tr.eval_samples < 1:
+        raise ConfigError(f"trainer.eval_samples={tr.eval_samples} must be >= 1 or null (all).")
+    if tr.max_minutes is not None and not (tr.max_minutes > 0 and math.isfinite(tr.max_minutes)):
+        raise ConfigError(f"trainer.max_minutes={tr.max_minutes} must be > 0 or null (no limit).")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Plain resolved dict of a config (for config.yaml / trainer_state)."""
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,34 @@
+"""Shared helpers: compose rmt's packaged Hydra configs in-process (no CLI, no run folder)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import pytest
+
+CONF_DIR = str(files("rmt") / "conf")
+
+# A run that takes a few seconds on CPU: the debug preset without console noise.
+FAST = ["debug=fast", "trainer.progress_bar=false"]
+
+
+def compose_config(overrides=(), config_name: str = "train"):
+    """Compose ``rmt/conf/<config_name>.yaml`` with Hydra's compose API."""
+    from hydra import compose, initialize_config_dir
+
+    import rmt.config.schema  # noqa: F401  (registers the schemas)
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def fast_cfg(tmp_path):
+    """Factory: a composed fast training config writing into ``tmp_path/<name>``."""
+
+    def make(*overrides: str, run: str = "run"):
+        cfg = compose_config([*FAST, *overrides])
+        cfg.output_dir = str(tmp_path / run)
+        return cfg
+
+    return make
