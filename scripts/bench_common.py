@@ -1,0 +1,204 @@
+"""Shared helpers for the benchmark scripts: devices, backbone presets, peak memory, child processes.
+
+Every measured point runs in a fresh Python process, because a process's peak RSS (`ru_maxrss`) only
+ever grows: measuring several configurations in one process would report the largest one for all.
+The parent only plans the points, collects the children's JSON lines and writes the summary and plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CHILD_PREFIX = "BENCH_RESULT "  # the child prints exactly one line starting with this
+
+
+@dataclass(frozen=True)
+class BackbonePreset:
+    """A random-init backbone plus the RMT settings the benchmarks use with it."""
+
+    family: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    segment_size: int
+    num_mem_tokens: int
+    max_positions: int  # of the RMT backbone; the full-attention baseline gets as many as it needs
+
+
+PRESETS = {
+    # The tiny default backbone: small enough that the per-segment Python overhead shows up.
+    "tiny": BackbonePreset("llama", 512, 128, 2, 4, 128, 16, max_positions=256),
+    # GPT-2 small sized (124M parameters with its 1024 positions), random init: no download needed.
+    "gpt2-small": BackbonePreset("gpt2", 50257, 768, 12, 12, 512, 16, max_positions=1024),
+}
+
+
+def backbone_config(preset: BackbonePreset, max_positions: int):
+    """The preset's HF config with a given position limit (large for the full-attention baseline)."""
+    from rmt.modeling.backbones import tiny_backbone_config
+
+    return tiny_backbone_config(
+        preset.family,
+        vocab_size=preset.vocab_size,
+        hidden_size=preset.hidden_size,
+        num_layers=preset.num_layers,
+        num_heads=preset.num_heads,
+        max_positions=max_positions,
+        eos_token_id=preset.vocab_size - 1,
+        pad_token_id=preset.vocab_size - 1,
+    )
+
+
+def parse_length(text: str) -> int:
+    """'1k' -> 1024, '1M' -> 1048576, '500' -> 500 (powers of two, as BABILong names its lengths)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", text)
+    if not m:
+        raise ValueError(
+            f"length {text!r}: use an integer with an optional k or M suffix, e.g. 16k"
+        )
+    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    return int(m.group(1)) * scale
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [parse_length(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise SystemExit(f"--{name}: {err}") from None
+    if not values or min(values) < 1:
+        raise SystemExit(
+            f"--{name}: give a comma-separated list of positive integers, got {text!r}"
+        )
+    return values
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "--device cuda: no CUDA device is visible to torch; use --device cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name!r}: use auto, cpu or cuda")
+    return name
+
+
+def resolve_dtype(name: str, device: str):
+    """bf16 on a GPU that supports it, fp32 elsewhere (CPU bf16 matmuls are not faster everywhere)."""
+    import torch
+
+    if name == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in table:
+        raise SystemExit(f"--dtype {name!r}: use auto, fp32, bf16 or fp16")
+    return table[name]
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident memory (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def machine_info(device: str, threads: int | None = None) -> dict:
+    """What the numbers were measured on, including the load other processes put on the machine."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "python": platform.python_version(),
+        "device": device,
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    try:
+        import psutil
+
+        info["ram_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_child(script: Path, params: dict, timeout: float | None) -> dict:
+    """Run `script --child '<json>'` in a fresh interpreter and return the dict it reports."""
+    cmd = [sys.executable, str(script), "--child", json.dumps(params)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "reason": f"child ran past {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(CHILD_PREFIX):
+            return json.loads(line[len(CHILD_PREFIX) :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else "failed"
+    return {
+        "status": "error",
+        "reason": f"{reason}: exit code {proc.returncode}",
+        "stderr_tail": tail,
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
+
+
+def report_child(result: dict) -> None:
+    print(CHILD_PREFIX + json.dumps(result), flush=True)
+
+
+def write_outputs(out_dir: Path, stem: str, result: dict) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,281 @@
+"""Training-step benchmark: tokens/s and peak memory against the number of segments.
+
+One point = one full training step (forward over all segments, backward through them, AdamW step) on
+a random input of `segments * segment_size` tokens with BABILong-style answer-only labels (only the
+last few tokens carry a loss), with and without segment checkpointing. Each point runs in a fresh
+process so that its peak memory (RSS on CPU, `max_memory_allocated` on CUDA) is its own.
+
+    python scripts/bench_train.py --backbone tiny
+    python scripts/bench_train.py --backbone gpt2-small --segments 1,2,4,8 --steps 1
+
+Prints one JSON document and writes `<out>/train_<backbone>_<device>.{json,png}`.
+Targets (issue 6): with checkpointing, peak(32 segments) <= 1.3 x peak(2 segments), and
+tokens/s within 1.4x of the non-checkpointed path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_common as bc  # noqa: E402
+
+MEMORY_TARGET = 1.3  # peak(32 segments) / peak(2 segments), with checkpointing
+SPEED_TARGET = 1.4  # tokens/s without checkpointing / tokens/s with it
+
+
+def measure(p: dict) -> dict:
+    """Build the model and optimizer, run warm-up + timed training steps, report speed and peaks."""
+    import torch
+
+    from rmt import RMTConfig, RMTForCausalLM
+
+    if p["threads"]:
+        torch.set_num_threads(p["threads"])
+    torch.manual_seed(p["seed"])
+    device = p["device"]
+    dtype = bc.resolve_dtype(p["dtype"], device)
+    preset = bc.PRESETS[p["backbone"]]
+    seg, mem = p["segment_size"], p["mem_tokens"]
+    config = RMTConfig(
+        backbone_config=bc.backbone_config(preset, max(preset.max_positions, seg + 2 * mem)),
+        num_mem_tokens=mem,
+        segment_size=seg,
+        segment_checkpointing=p["checkpointing"],
+    )
+    model = RMTForCausalLM(config).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    length = p["segments"] * seg
+    ids = torch.randint(0, preset.vocab_size - 1, (p["batch_size"], length), device=device)
+    labels = torch.full_like(ids, -100)
+    labels[:, -p["answer_tokens"] :] = ids[:, -p["answer_tokens"] :]  # answer-only, as in BABILong
+    autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step() -> float:
+        with autocast:
+            loss = model(ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    bc.sync(device)
+    base_rss = bc.rss_mb()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated() / 2**20
+    for _ in range(p["warmup"]):
+        step()
+    bc.sync(device)
+    start = time.perf_counter()
+    for _ in range(p["steps"]):
+        loss = step()
+    bc.sync(device)
+    elapsed = time.perf_counter() - start
+    result = {
+        "status": "ok",
+        "segments": p["segments"],
+        "checkpointing": p["checkpointing"],
+        "tokens_per_step": p["batch_size"] * length,
+        "step_s": round(elapsed / p["steps"], 4),
+        "tokens_per_s": round(p["batch_size"] * length * p["steps"] / elapsed, 1),
+        "loss": round(loss, 4),
+        "peak_rss_mb": round(bc.peak_rss_mb(), 1),
+        "base_rss_mb": round(base_rss, 1),
+    }
+    if device == "cuda":
+        result["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        result["base_mb"] = round(base_cuda, 1)
+    else:
+        result["peak_mb"], result["base_mb"] = result["peak_rss_mb"], result["base_rss_mb"]
+    result["peak_over_base_mb"] = round(result["peak_mb"] - result["base_mb"], 1)
+    return result
+
+
+def check_targets(points: list[dict]) -> dict:
+    """Evaluate the issue's targets on what was measured; say 'not measured' when points are missing."""
+    ok = {(p["checkpointing"], p["segments"]): p for p in points if p.get("status") == "ok"}
+    targets: dict = {}
+    lo, hi = ok.get((True, 2)), ok.get((True, 32))
+    if lo and hi:
+        ratio = hi["peak_mb"] / lo["peak_mb"]
+        ratio_inc = hi["peak_over_base_mb"] / max(lo["peak_over_base_mb"], 1e-9)
+        targets["memory_32_over_2_checkpointed"] = {
+            "ratio": round(ratio, 3),
+            "ratio_over_base": round(ratio_inc, 3),
+            "target": MEMORY_TARGET,
+            "met": ratio <= MEMORY_TARGET,
+        }
+    else:
+        targets["memory_32_over_2_checkpointed"] = {
+            "met": None,
+            "reason": "needs checkpointed points at 2 and 32 segments",
+        }
+    slowdowns = {}
+    for (ckpt, n), point in ok.items():
+        other = ok.get((False, n))
+        if ckpt and other and n >= 2:
+            slowdowns[n] = round(other["tokens_per_s"] / point["tokens_per_s"], 3)
+    if slowdowns:
+        worst = max(slowdowns.values())
+        targets["throughput_slowdown_checkpointed"] = {
+            "by_segments": {str(k): v for k, v in sorted(slowdowns.items())},
+            "worst": worst,
+            "target": SPEED_TARGET,
+            "met": worst <= SPEED_TARGET,
+        }
+    else:
+        targets["throughput_slowdown_checkpointed"] = {
+            "met": None,
+            "reason": "needs points with and without checkpointing at the same segment count >= 2",
+        }
+    return targets
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
+    for ckpt, style in ((False, "o-"), (True, "s--")):
+        pts = [
+            p for p in result["points"] if p.get("status") == "ok" and p["checkpointing"] == ckpt
+        ]
+        if not pts:
+            continue
+        xs = [p["segments"] for p in pts]
+        label = "segment checkpointing" if ckpt else "no checkpointing"
+        ax_speed.plot(xs, [p["tokens_per_s"] for p in pts], style, label=label)
+        ax_mem.plot(xs, [p["peak_mb"] for p in pts], style, label=label)
+    mem_name = "peak RSS" if result["device"] == "cpu" else "peak allocated"
+    for ax, ylabel in ((ax_speed, "tokens / s"), (ax_mem, f"{mem_name} (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("segments per sample")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax_mem.set_ylim(bottom=0)
+    fig.suptitle(
+        f"RMT training step, {result['backbone']} backbone, {result['device']} "
+        f"(segment {result['settings']['segment_size']}, {result['settings']['mem_tokens']} memory tokens)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--backbone", default="tiny", choices=sorted(bc.PRESETS))
+    ap.add_argument("--segments", default="1,2,4,8,16,32", help="segment counts to measure")
+    ap.add_argument("--checkpointing", default="both", choices=["both", "on", "off"])
+    ap.add_argument("--steps", type=int, default=3, help="timed training steps per point")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--answer-tokens", type=int, default=3, help="labelled tokens at the end")
+    ap.add_argument("--segment-size", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--mem-tokens", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA) | fp32 | bf16")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per point")
+    ap.add_argument("--out", default="outputs/bench", help="folder for the JSON and PNG")
+    ap.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, 2 points each")
+    ap.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="measure in this process (faster; peaks then include earlier points)",
+    )
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.segments = "1,2" if args.segments == ap.get_default("segments") else args.segments
+        args.steps, args.warmup = 1, 1
+        args.segment_size = args.segment_size or 16
+        args.mem_tokens = args.mem_tokens if args.mem_tokens is not None else 4
+    for name in ("steps", "batch_size", "answer_tokens"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child is not None:
+        bc.report_child(measure(json.loads(args.child)))
+        return {}
+    device = bc.resolve_device(args.device)
+    preset = bc.PRESETS[args.backbone]
+    segment_size = args.segment_size or preset.segment_size
+    mem_tokens = preset.num_mem_tokens if args.mem_tokens is None else args.mem_tokens
+    if args.answer_tokens >= segment_size:
+        raise SystemExit(f"--answer-tokens must be smaller than the segment size ({segment_size})")
+    modes = {"both": [False, True], "on": [True], "off": [False]}[args.checkpointing]
+    settings = {
+        "segment_size": segment_size,
+        "mem_tokens": mem_tokens,
+        "batch_size": args.batch_size,
+        "answer_tokens": args.answer_tokens,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "dtype": args.dtype,
+        "isolated_processes": not args.no_isolate,
+        "optimizer": "AdamW",
+    }
+    points = []
+    for ckpt in modes:
+        for n in bc.parse_int_list(args.segments, "segments"):
+            params = {
+                "device": device,
+                "backbone": args.backbone,
+                "segments": n,
+                "checkpointing": ckpt,
+                "segment_size": segment_size,
+                "mem_tokens": mem_tokens,
+                "batch_size": args.batch_size,
+                "answer_tokens": args.answer_tokens,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "dtype": args.dtype,
+                "threads": args.threads,
+                "seed": args.seed,
+            }
+            if args.no_isolate:
+                point = measure(params)
+            else:
+                point = bc.run_child(Path(__file__).resolve(), params, args.timeout)
+                point.setdefault("segments", n)
+                point.setdefault("checkpointing", ckpt)
+            bc.log(f"[bench_train] checkpointing={ckpt} segments={n}: {json.dumps(point)}")
+            points.append(point)
+    result = {
+        "benchmark": "train_step",
+        "backbone": args.backbone,
+        "preset": vars(preset),
+        "device": device,
+        "settings": settings,
+        "machine": bc.machine_info(device, args.threads or None),
+        "points": points,
+        "targets": check_targets(points),
+        "command": " ".join(["python", "scripts/bench_train.py", *(argv or sys.argv[1:])]),
+    }
+    out = Path(args.out)
+    stem = f"train_{args.backbone}_{device}"
+    result["json_path"] = str(out / f"{stem}.json")
+    result["plot_path"] = str(out / f"{stem}.png")
+    bc.write_outputs(out, stem, result)
+    plot(result, out / f"{stem}.png")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Smoke tests of the benchmark scripts: they run end to end in --quick mode and report what they claim.
+
+The scripts run as real subprocesses (the way users run them), both at once to keep the wall time down;
+numbers are never asserted, only the shape of the report and that the plot was written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench_common as bc  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cmds = {
+        "train": [SCRIPTS / "bench_train.py", "--segments", "1,2"],
+        "infer": [SCRIPTS / "bench_infer.py", "--lengths", "64,256"],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                *map(str, cmd),
+                "--quick",
+                "--no-isolate",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name, cmd in cmds.items()
+    }
+    results = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 0, f"{name} failed:\n{stderr[-3000:]}"
+        results[name] = json.loads(stdout)
+    return out, results
+
+
+def test_train_quick_reports_points_targets_and_plot(quick_runs):
+    out, results = quick_runs
+    res = results["train"]
+    assert res["benchmark"] == "train_step" and res["device"] == "cpu"
+    assert {"cpu", "logical_cpus", "torch_threads"} <= set(res["machine"])
+    assert res["machine"]["torch_threads"] == 1
+    points = res["points"]
+    assert [(p["checkpointing"], p["segments"]) for p in points] == [
+        (False, 1), (False, 2), (True, 1), (True, 2),
+    ]  # fmt: skip
+    for p in points:
+        assert p["status"] == "ok"
+        assert p["tokens_per_step"] == p["segments"] * res["settings"]["segment_size"]
+        assert p["tokens_per_s"] > 0 and p["peak_mb"] > 0 and p["step_s"] > 0
+    # only 1 and 2 segments: the memory target cannot be judged, the speed one can
+    assert res["targets"]["memory_32_over_2_checkpointed"]["met"] is None
+    assert set(res["targets"]["throughput_slowdown_checkpointed"]["by_segments"]) == {"2"}
+    saved = json.loads((out / "train_tiny_cpu.json").read_text())
+    assert saved["points"] == points
+    assert (out / "train_tiny_cpu.png").stat().st_size > 0
+
+
+def test_infer_quick_reports_both_methods_and_plot(quick_runs):
+    out, results = quick_runs
+    res = results["infer"]
+    assert res["benchmark"] == "read_and_answer"
+    got = [(p["method"], p["length"]) for p in res["points"]]
+    assert got == [("rmt", 64), ("rmt", 256), ("full", 64), ("full", 256)]
+    for p in res["points"]:
+        assert p["status"] == "ok"
+        assert p["new_tokens"] == res["settings"]["new_tokens"]
+        assert p["attn_implementation"] == "sdpa"
+        assert p["seconds"] > 0 and p["peak_mb"] > 0
+    targets = res["targets"]
+    assert targets["rmt_linear_time_1M_over_128k"]["met"] is None  # not measured in --quick
+    assert targets["rmt_flat_memory"]["from_length"] == 64
+    assert set(targets["rmt_faster_than_full_from_16k"]["speedup_by_length"]) == {"64", "256"}
+    assert (out / "infer_tiny_cpu.png").stat().st_size > 0
+
+
+def test_child_protocol_reports_result_and_failures(tmp_path):
+    ok = tmp_path / "ok.py"
+    ok.write_text(
+        "import json, sys\n"
+        f"print('noise'); print({bc.CHILD_PREFIX!r} + json.dumps(json.loads(sys.argv[2])))\n"
+    )
+    assert bc.run_child(ok, {"a": 1}, timeout=30) == {"a": 1}
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nsys.stderr.write('boom\\n'); sys.exit(3)\n")
+    res = bc.run_child(bad, {}, timeout=30)
+    assert res["status"] == "error" and "exit code 3" in res["reason"]
+    assert res["stderr_tail"] == ["boom"]
+
+
+def test_infer_skips_full_attention_predicted_past_budget():
+    import bench_infer
+
+    done = [
+        {
+            "status": "ok",
+            "length": 1024,
+            "seconds": 1.0,
+            "base_mb": 100.0,
+            "peak_over_base_mb": 10.0,
+        },
+        {
+            "status": "ok",
+            "length": 2048,
+            "seconds": 4.0,
+            "base_mb": 100.0,
+            "peak_over_base_mb": 20.0,
+        },
+    ]
+    seconds, peak = bench_infer.predict_full(done, 8192)
+    assert seconds == pytest.approx(64.0)  # quadratic in length
+    assert peak == pytest.approx(100.0 + 20.0 * 4)  # memory grew linearly between the two points
+    assert bench_infer.predict_full([], 8192) is None
+
+
+def test_parse_length_and_bad_values():
+    assert bc.parse_length("16k") == 16384 and bc.parse_length("1M") == 2**20
+    assert bc.parse_int_list("1,2, 4", "segments") == [1, 2, 4]
+    with pytest.raises(ValueError, match="16x"):
+        bc.parse_length("16x")
+    with pytest.raises(SystemExit, match="--lengths"):
+        bc.parse_int_list("0", "lengths")
