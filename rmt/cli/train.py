@@ -3,9 +3,13 @@
 Thin on purpose: it turns Hydra's composed config into the run's config (the run folder Hydra
 chose, or the saved config of a run to resume) and hands it to :func:`rmt.train.loop.train`.
 Also runnable as ``python -m rmt.cli.train`` and under ``accelerate launch -m rmt.cli.train``.
+Bad input (an impossible config, a run folder that is taken) ends with a one-paragraph message
+and exit status 2; a run stopped by SIGTERM/SIGINT saves last/ and exits with 128 + signal.
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -29,9 +33,17 @@ def run_config(cfg: DictConfig) -> DictConfig:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train; return the best validation metric (what Hydra sweepers optimise)."""
+    from rmt.config.schema import ConfigError
+    from rmt.train.checkpoint import CheckpointError
     from rmt.train.loop import train
 
-    metrics = train(run_config(cfg))
+    try:
+        metrics = train(run_config(cfg))
+    except (ConfigError, CheckpointError) as err:
+        print(f"rmt-train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if metrics.get("signal"):
+        raise SystemExit(128 + int(metrics["signal"]))
     return metrics.get("best_metric")
 
 

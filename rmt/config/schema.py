@@ -12,6 +12,7 @@ because it is the one part users really swap.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -265,6 +266,13 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
     """
     from rmt.data.scoring import TASK_LABELS
 
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"hydra"}
+    extra = sorted(set(cfg.keys()) - known)
+    if extra:
+        raise ConfigError(
+            f"unknown top-level key(s) {extra}; rmt-train knows {sorted(known - {'hydra'})}. "
+            "Check the spelling (e.g. memory.num_tokens=5, not +num_tokens=5)."
+        )
     bb, mem, seg, task, tr = cfg.backbone, cfg.memory, cfg.segment, cfg.task, cfg.trainer
     _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES)
     _check_choice(seg.alignment, "segment.alignment", ALIGNMENTS)

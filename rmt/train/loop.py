@@ -534,7 +534,12 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
         save_last(run_dir / "last", accelerator=accelerator, state=state_dict())
         log.warning("stopped at step %d; resume with: rmt-train resume=%s", progress.step, run_dir)
         metrics.close()
-        return {"stopped": stopped, "step": progress.step, "output_dir": str(run_dir)}
+        return {
+            "stopped": stopped,
+            "step": progress.step,
+            "signal": guard.received,
+            "output_dir": str(run_dir),
+        }
     if valid_step != progress.step:
         last_valid = validate_and_save()  # also saves last/ at this step
 

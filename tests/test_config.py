@@ -1,0 +1,167 @@
+"""Every packaged YAML composes against its schema; bad keys and values fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, compose_config
+from omegaconf import OmegaConf
+
+from rmt.config.schema import ConfigError, validate
+
+GROUPS = ["backbone", "memory", "segment", "bptt", "task", "optim", "trainer"]
+# options that only make sense with another choice (512-token segments need a bigger model)
+CONTEXT = {
+    ("segment", "s512"): ["backbone=gpt2"],
+    ("bptt", "truncated"): ["task.curriculum=[{segments:[4]}]"],
+}
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in [*GROUPS, "experiment", "debug"]:
+        assert _options(group), group
+    assert {"tiny", "gpt2", "pythia-160m", "smollm-135m"} <= set(_options("backbone"))
+    assert {f"babilong_qa{i}" for i in range(1, 6)} <= set(_options("task"))
+    assert {"memory_demo", "babilong_curriculum_gpt2"} <= set(_options("experiment"))
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
+)
+def test_every_group_option_composes_and_validates(group, option):
+    # the default experiment (memory_demo) sets trainer/optim values on top of their groups
+    plain = group in ("trainer", "optim")
+    picks = [f"{group}={option}", *CONTEXT.get((group, option), [])]
+    cfg = compose_config([*picks, *(["~experiment"] if plain else [])])
+    raw = OmegaConf.load(Path(CONF_DIR) / group / f"{option}.yaml")
+    for key, value in raw.items():  # the option's own values made it into the config
+        if key != "defaults" and not OmegaConf.is_config(value):
+            assert cfg[group][key] == value, f"{group}.{key}"
+    hub = cfg.backbone.pretrained is not None
+    validate(cfg, check_backbone=not hub)
+    validate(compose_config(picks), check_backbone=not hub)
+
+
+@pytest.mark.parametrize("name", _options("experiment"))
+def test_every_experiment_composes_and_validates(name):
+    cfg = compose_config([f"experiment={name}"])
+    assert cfg.name == name
+    validate(cfg, check_backbone=cfg.backbone.pretrained is None)
+
+
+@pytest.mark.parametrize("name", _options("debug"))
+def test_every_debug_preset_composes_and_validates(name):
+    validate(compose_config([f"debug={name}"]))
+
+
+def test_eval_root_config_composes():
+    import rmt.eval.config as eval_config
+
+    eval_config.register_configs()
+    cfg = compose_config(["checkpoint=some/run"], config_name="eval")
+    assert cfg.checkpoint == "some/run"
+
+
+def test_paper_curriculum_experiment():
+    cfg = compose_config(["experiment=babilong_curriculum_gpt2"])
+    assert cfg.backbone.pretrained == "gpt2" and cfg.memory.num_tokens == 16
+    assert cfg.segment.size == 512
+    assert [max(s.segments) for s in cfg.task.curriculum] == [1, 2, 4, 8, 16, 32]
+    assert cfg.task.background.dataset == "deepmind/pg19"
+
+
+def test_default_is_the_offline_memory_demo():
+    cfg = compose_config()
+    assert cfg.backbone.pretrained is None and cfg.backbone.tokenizer is None
+    assert cfg.task.tasks == ["qa1"] and cfg.task.source == "generated"
+    assert cfg.task.facts_before_last_segment and cfg.task.background.kind == "builtin"
+    assert [list(s.segments) for s in cfg.task.curriculum] == [[2]]
+    assert cfg.segment.size == 64 and cfg.memory.num_tokens == 10
+    assert cfg.trainer.max_minutes == 15
+    validate(cfg)
+
+
+def test_command_line_picks_win_over_the_default_experiment():
+    cfg = compose_config(["task=babilong_qa2", "memory.num_tokens=5"])
+    assert cfg.task.tasks == ["qa2"] and cfg.memory.num_tokens == 5
+    cfg = compose_config(["task=babilong_qa1", "memory.num_tokens=10"])
+    assert cfg.task.name == "babilong_qa1" and cfg.memory.num_tokens == 10
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("memory.num_token=5", "num_token"),
+        ("segment.size=big", "segment.size"),
+        ("trainer.max_steps=1.5", "trainer.max_steps"),
+        ("task.background.knd=files", "knd"),
+        ("task=babilong_qa99", "task"),
+        ("backbone=bert", "backbone"),
+        ("bogus=1", "bogus"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, named):
+    with pytest.raises(Exception) as info:
+        compose_config([override])
+    assert named in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["+bogus=1"], "bogus"),
+        (["backbone.family=bert"], "backbone.family"),
+        (["segment.alignment=middle"], "segment.alignment"),
+        (["segment.checkpointing=sometimes"], "segment.checkpointing"),
+        (["segment.size=250", "memory.num_tokens=10"], "segment.size"),
+        (["bptt.depth=3"], "bptt.depth"),
+        (["bptt.depth=0"], "bptt.depth"),
+        (["task.tasks=[qa1,qa42]"], "task.tasks"),
+        (["task.tasks=[qa15]"], "task.tasks"),
+        (["task.background.kind=files", "task.background.path=/no/such.txt"], "background.path"),
+        (["task.background.kind=hf"], "task.background.dataset"),
+        (["task.background.kind=web"], "task.background.kind"),
+        (["task.source=local", "task.path=/no/such/dir"], "task.path"),
+        (["task.position=[0.5,0.2]"], "task.position"),
+        (["task.curriculum=[]"], "task.curriculum"),
+        (["task.curriculum=[{segments:[1]}]"], "facts_before_last_segment"),
+        (["task.curriculum=[{segments:[2]},{segments:[3]}]"], "task.curriculum[0].steps"),
+        (["task.curriculum=[{segments:[2],until_accuracy:90}]"], "until_accuracy"),
+        (["task.train_samples=3"], "task.train_samples"),
+        (["trainer.mixed_precision=fp8"], "trainer.mixed_precision"),
+        (["optim.scheduler.name=step"], "optim.scheduler.name"),
+        (["optim.lr=0"], "optim.lr"),
+        (["memory.num_tokens=-1"], "memory.num_tokens"),
+        (["backbone.hidden_size=100", "backbone.num_heads=3"], "backbone.hidden_size"),
+    ],
+)
+def test_impossible_values_fail_validation_naming_the_key(overrides, named):
+    cfg = compose_config(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert named in str(info.value)
+
+
+def test_positions_message_names_the_fix():
+    cfg = compose_config(["segment.size=250", "memory.num_tokens=10"])
+    with pytest.raises(ConfigError, match=r"lower segment.size to 236"):
+        validate(cfg)
+
+
+def test_pretrained_backbone_positions_are_read_from_a_local_config(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_positions=128, n_embd=32, n_layer=1, n_head=2).save_pretrained(tmp_path)
+    ok = compose_config([f"backbone.pretrained={tmp_path}", "segment.size=100"])
+    validate(ok)
+    too_long = compose_config([f"backbone.pretrained={tmp_path}", "segment.size=120"])
+    with pytest.raises(ConfigError, match="128 positions"):
+        validate(too_long)
+    missing = compose_config([f"backbone.pretrained={tmp_path / 'nope'}"])
+    with pytest.raises(ConfigError, match="backbone.pretrained"):
+        validate(missing)
