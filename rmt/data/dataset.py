@@ -1,0 +1,297 @@
+"""Torch datasets of BABILong samples, their collate function and the curriculum sampler.
+
+Samples are built on the fly: index -> bAbI story (generated or given) -> haystack -> format.
+Everything is a pure function of (seed, split, task, index, length), so DataLoader workers
+and resumed runs see identical data.
+
+Two ways to say how long a sample is:
+* ``length``: haystack tokens (the BABILong convention: "4k" is the input with the facts);
+* ``total_length``: the whole formatted sequence with question, marker, answer and eos. The
+  trainer uses ``n_segments * segment_size`` so a batch fills its segments exactly; the
+  curriculum sampler passes it per batch as ``dataset[(index, total_length)]``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from rmt.data.babi import BabiSample
+from rmt.data.babilong import HaystackBuilder, parse_length
+from rmt.data.format import IGNORE_INDEX, answer_ids, format_example, question_ids
+from rmt.data.generator import generate_sample, normalize_split, stable_int
+
+__all__ = [
+    "BabilongDataset",
+    "BabilongTextDataset",
+    "CurriculumBatchSampler",
+    "collate",
+    "parse_length",
+]
+
+
+class BabilongDataset(Dataset):
+    """BABILong samples of one or several tasks.
+
+    Args:
+        task_or_tasks: ``"qa1"`` or a list; index ``i`` uses task ``i % n_tasks``.
+        split: ``train``/``validation``/``test``; generated splits never share a story.
+        num_samples: dataset size (default: ``len(samples)`` when samples are given).
+        tokenizer: HF tokenizer; builder: :class:`HaystackBuilder` over the background.
+        length: haystack tokens (int or ``"4k"``); total_length: whole-sequence tokens.
+            Without either, index with ``(index, total_length)``.
+        seed: seeds stories and haystacks.
+        position: (start, end) fractions of the haystack the facts must lie in.
+        facts_end_from_end: facts end at least this many tokens before the end of the whole
+            sequence (``segment_size`` puts every fact in an earlier segment than the question).
+        min_facts, max_facts: bounds on story size for generated samples (curriculum).
+        samples: fixed ``BabiSample`` list to use instead of the generator.
+    """
+
+    def __init__(
+        self,
+        task_or_tasks: str | Sequence[str] | None,
+        *,
+        split: str,
+        num_samples: int | None,
+        tokenizer,
+        builder: HaystackBuilder,
+        length: int | str | None = None,
+        total_length: int | None = None,
+        seed: int = 0,
+        position: tuple[float, float] = (0.0, 1.0),
+        facts_end_from_end: int | None = None,
+        min_facts: int | None = None,
+        max_facts: int | None = None,
+        samples: Sequence[BabiSample] | None = None,
+    ):
+        if isinstance(task_or_tasks, str):
+            task_or_tasks = [task_or_tasks]
+        self.tasks = list(task_or_tasks or [])
+        self.samples = list(samples) if samples is not None else None
+        if self.samples is None and not self.tasks:
+            raise ValueError("give at least one task (e.g. 'qa1') or samples=")
+        if num_samples is None:
+            if self.samples is None:
+                raise ValueError("num_samples is required for generated samples")
+            num_samples = len(self.samples)
+        if self.samples is not None and num_samples > len(self.samples):
+            raise ValueError(f"num_samples={num_samples} > {len(self.samples)} given samples")
+        self.split = normalize_split(split)
+        self.num_samples = int(num_samples)
+        self.tokenizer = tokenizer
+        self.builder = builder
+        self.length = None if length is None else parse_length(length)
+        self.total_length = total_length
+        self.seed = seed
+        self.position = tuple(position)
+        self.facts_end_from_end = facts_end_from_end
+        self.min_facts, self.max_facts = min_facts, max_facts
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def sample(self, index: int) -> BabiSample:
+        """The bAbI sample behind item ``index``."""
+        if self.samples is not None:
+            return self.samples[index]
+        task = self.tasks[index % len(self.tasks)]
+        return generate_sample(
+            task,
+            index // len(self.tasks),
+            seed=self.seed,
+            split=self.split,
+            min_facts=self.min_facts,
+            max_facts=self.max_facts,
+        )
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, total_length = key if isinstance(key, tuple) else (key, self.total_length)
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        sample = self.sample(index)
+        tail = len(question_ids(self.tokenizer, sample.question)) + len(
+            answer_ids(self.tokenizer, sample.answer)
+        )
+        if total_length is not None:
+            length = max(0, int(total_length) - tail)
+        elif self.length is not None:
+            length = self.length
+        else:
+            raise ValueError(
+                "no sample length: set length (haystack tokens) or total_length (whole "
+                "sequence), or index with (index, total_length) as the curriculum sampler does"
+            )
+        facts_end = None
+        if self.facts_end_from_end is not None:
+            facts_end = length + tail - self.facts_end_from_end
+        haystack = self.builder.build(
+            sample,
+            length,
+            seed=(stable_int("haystack", self.seed, self.split, sample.task, index) >> 1),
+            position=self.position,
+            facts_end=facts_end,
+        )
+        item = format_example(self.tokenizer, haystack.input_ids, sample.question, sample.answer)
+        item.update(task=sample.task, question=sample.question, target=sample.answer)
+        return item
+
+
+class BabilongTextDataset(Dataset):
+    """Published BABILong rows (``input``, ``question``, ``target``) formatted like ours.
+
+    The input text is tokenized once per row and cached, so repeated epochs and several
+    evaluation passes do not pay for it again.
+    """
+
+    def __init__(self, rows, tokenizer, task: str):
+        for column in ("input", "question", "target"):
+            if column not in _columns(rows):
+                raise ValueError(
+                    f"BABILong rows need columns input, question, target; got {_columns(rows)}"
+                )
+        self.rows = rows
+        self.tokenizer = tokenizer
+        self.task = task
+        self._ids: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        ids = self._ids.get(index)
+        if ids is None:
+            text = str(row["input"]).strip()
+            ids = np.asarray(
+                self.tokenizer(f" {text}" if text else "", add_special_tokens=False)["input_ids"],
+                dtype=np.int64,
+            )
+            self._ids[index] = ids
+        item = format_example(self.tokenizer, ids, row["question"], str(row["target"]))
+        item.update(task=self.task, question=row["question"], target=str(row["target"]))
+        return item
+
+
+def _columns(rows) -> list[str]:
+    if hasattr(rows, "column_names"):
+        return list(rows.column_names)
+    return list(rows[0].keys()) if len(rows) else []
+
+
+def collate(items: Sequence[dict], pad_id: int) -> dict:
+    """Right-padded training tensors plus left-padded prompts for generation."""
+    if not items:
+        raise ValueError("collate got an empty batch")
+    width = max(len(it["input_ids"]) for it in items)
+    prompt_width = max(it["prompt_length"] for it in items)
+    n = len(items)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    prompt_ids = torch.full((n, prompt_width), pad_id, dtype=torch.long)
+    prompt_attention = torch.zeros((n, prompt_width), dtype=torch.long)
+    for row, it in enumerate(items):
+        ids = torch.as_tensor(it["input_ids"], dtype=torch.long)
+        k, p = len(ids), it["prompt_length"]
+        input_ids[row, :k] = ids
+        labels[row, :k] = torch.as_tensor(it["labels"], dtype=torch.long)
+        attention[row, :k] = 1
+        prompt_ids[row, prompt_width - p :] = ids[:p]
+        prompt_attention[row, prompt_width - p :] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "prompt_input_ids": prompt_ids,
+        "prompt_attention_mask": prompt_attention,
+        "task": [it["task"] for it in items],
+        "question": [it["question"] for it in items],
+        "target": [it["target"] for it in items],
+    }
+
+
+class CurriculumBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(index, total_length)`` whose length is drawn per batch.
+
+    Each batch uses ``n * segment_size`` tokens with ``n`` drawn uniformly from
+    ``segment_counts``, except that a fraction ``max_ratio`` of the batches use the largest
+    count (so the model keeps practising the longest inputs). Deterministic in
+    ``(seed, epoch)``; call :meth:`set_epoch` each epoch.
+
+    Args:
+        num_samples: dataset size; indices are a fresh permutation every epoch.
+        num_batches: batches per epoch (default: one pass over the data).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        segment_counts: Sequence[int],
+        segment_size: int,
+        max_ratio: float = 0.0,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_batches: int | None = None,
+    ):
+        counts = [int(c) for c in segment_counts]
+        if not counts or min(counts) < 1:
+            raise ValueError(f"segment_counts must be positive integers, got {segment_counts}")
+        if not 0.0 <= max_ratio <= 1.0:
+            raise ValueError(f"max_ratio must be in [0, 1], got {max_ratio}")
+        if batch_size < 1 or segment_size < 1 or num_samples < 1:
+            raise ValueError("num_samples, batch_size and segment_size must be >= 1")
+        if drop_last and num_batches is None and num_samples < batch_size:
+            raise ValueError(f"{num_samples} samples make no full batch of {batch_size}")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.segment_counts = counts
+        self.segment_size = segment_size
+        self.max_ratio = max_ratio
+        self.seed = seed
+        self.drop_last = drop_last
+        self.num_batches = num_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.num_batches is not None:
+            return self.num_batches
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (0 if self.drop_last or rest == 0 else 1)
+
+    def batch_counts(self) -> list[int]:
+        """Segment count of every batch of the current epoch."""
+        rng = random.Random(stable_int("curriculum-counts", self.seed, self.epoch))
+        n = len(self)
+        n_max = round(self.max_ratio * n)
+        at_max = set(rng.sample(range(n), n_max))
+        top = max(self.segment_counts)
+        return [top if b in at_max else rng.choice(self.segment_counts) for b in range(n)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        rng = random.Random(stable_int("curriculum-order", self.seed, self.epoch))
+        order: list[int] = []
+        for count in self.batch_counts():
+            if self.num_batches is None:
+                if not order:
+                    order = list(range(self.num_samples))
+                    rng.shuffle(order)
+                batch, order = order[: self.batch_size], order[self.batch_size :]
+            else:  # a fixed number of batches may cycle over several permutations
+                batch = []
+                while len(batch) < self.batch_size:
+                    if not order:
+                        order = list(range(self.num_samples))
+                        rng.shuffle(order)
+                    take = self.batch_size - len(batch)
+                    batch, order = batch + order[:take], order[take:]
+            total = count * self.segment_size
+            yield [(i, total) for i in batch]
