@@ -24,6 +24,8 @@ import yaml
 _EVENT_KEYS = {"step", "split", "stage", "epoch", "time", "seconds", "minutes", "lr", "segments"}
 _LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "error")
 _TRAIN_SPLITS = {"train"}
+# summary.json keys shown elsewhere (steps, minutes) or the same for every job of a sweep
+_SUMMARY_SKIP = {"steps", "step", "minutes", "output_dir", "metric_name"}
 
 
 @dataclass
@@ -163,7 +165,7 @@ def collect(root: str | Path) -> SweepReport:
         summary_keys += [
             k
             for k, v in job.summary.items()
-            if k not in summary_keys and k not in ("steps", "step", "minutes") and _is_scalar(v)
+            if k not in summary_keys and k not in _SUMMARY_SKIP and _is_scalar(v)
         ]
         best_keys += [k for k in job.best if k not in best_keys]
     columns = ["job", "status", *swept, *summary_keys, *best_keys, "steps", "minutes"]
@@ -220,7 +222,13 @@ def to_markdown(report: SweepReport, metric: str | None = None) -> str:
         shared = ", ".join(f"`{k}={v}`" for k, v in report.common.items())
         lines += [f"Shared overrides: {shared}", ""]
     if metric:
-        lines += [f"Main metric: `{metric}`", ""]
+        names = {str(j.summary["metric_name"]) for j in report.jobs if "metric_name" in j.summary}
+        about = (
+            f" (the trainer's `{names.pop()}`)"
+            if metric == "best_metric" and len(names) == 1
+            else ""
+        )
+        lines += [f"Main metric: `{metric}`{about}", ""]
     lines.append("| " + " | ".join(report.columns) + " |")
     lines.append("|" + "|".join("---" for _ in report.columns) + "|")
     for rec in report.records:

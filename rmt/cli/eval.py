@@ -1,0 +1,44 @@
+"""``rmt-eval``: the Hydra entrypoint of the evaluation grid (see ``rmt/conf/eval.yaml``).
+
+    rmt-eval checkpoint=outputs/train/<date>/<time>_<name>
+    rmt-eval checkpoint=<run> tasks=[qa1,qa2] lengths=[0k,1k,4k,16k,64k] samples=100
+    rmt-eval checkpoints=[<run a>,<run b>] baseline=true
+
+Thin on purpose: it hands the composed config and Hydra's run folder to
+:func:`rmt.eval.evaluate.run_eval`. Bad input (a broken checkpoint, an unknown task, a missing
+data file) ends with a one-paragraph message and exit status 2, not a stack trace.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import rmt.config.schema  # noqa: F401  (registers the shared schemas used by the eval schema)
+from rmt.eval.config import register_configs
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Evaluate; returns the mean accuracy of the first checkpoint (what sweepers optimise)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rmt.eval.checkpoint import CheckpointError
+    from rmt.eval.evaluate import run_eval
+
+    cfg.output_dir = HydraConfig.get().runtime.output_dir
+    try:
+        rows = run_eval(cfg)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"rmt-eval: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    first = [r for r in rows if r.model == rows[0].model and r.mode == "rmt"]
+    return sum(r.accuracy for r in first) / len(first) if first else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Find, check and load the checkpoint that ``rmt-train`` wrote, with no other flags.
+
+``checkpoint=`` may name a run folder (``outputs/train/<date>/<time>``) or its ``best/`` folder.
+Everything needed is in ``best/``: the model (``save_pretrained``), the tokenizer, the run's
+resolved ``config.yaml`` and ``trainer_state.json``. Before any weight is read the folder is
+checked, so a broken copy, a plain Hugging Face model or a checkpoint written by another rmt
+version fails with a message that names the file and the fix, instead of a stack trace from
+deep inside ``from_pretrained``. Nothing here writes to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class CheckpointError(ValueError):
+    """The checkpoint folder cannot be evaluated; the message says what is wrong and the fix."""
+
+
+@dataclass
+class Checkpoint:
+    """A checked checkpoint folder, before or after loading the model."""
+
+    given: Path  # the path the user passed
+    best_dir: Path  # folder holding config.json + weights + tokenizer
+    run_dir: Path | None  # the training run folder, when best_dir sits in one
+    run_config: DictConfig  # the run's fully resolved config.yaml
+    trainer_state: dict
+
+    @property
+    def name(self) -> str:
+        """Display name: the run folder's name (``<time>[_<experiment>]``)."""
+        return (self.run_dir or self.best_dir).name
+
+
+def resolve(path: str | Path) -> tuple[Path, Path | None]:
+    """Map a run folder or a ``best/`` folder to ``(best_dir, run_dir)``."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise CheckpointError(
+            f"checkpoint={path}: no such folder. Pass a training run folder "
+            "(outputs/train/<date>/<time>) or its best/ folder."
+        )
+    if not given.is_dir():
+        raise CheckpointError(
+            f"checkpoint={path}: is a file; pass the run folder or its best/ folder, not a file in it."
+        )
+    if (given / "config.json").is_file():
+        parent = given.parent
+        is_run = (parent / "config.yaml").is_file() or (parent / ".hydra").is_dir()
+        return given, (parent if is_run else None)
+    if (given / "best").is_dir():
+        return given / "best", given
+    if (given / "last").is_dir():
+        raise CheckpointError(
+            f"checkpoint={path}: the run has last/ but no best/ folder: training stopped before "
+            "its first validation wrote best/. Resume it (`rmt-train resume=<run dir>`) until a "
+            "validation has run, then evaluate."
+        )
+    raise CheckpointError(
+        f"checkpoint={path}: not an rmt checkpoint: neither config.json nor a best/ folder is in "
+        "it. Pass the run folder that rmt-train printed, or its best/ folder."
+    )
+
+
+def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
+    """Check a checkpoint folder without loading weights; returns its config and state."""
+    import rmt
+    from rmt.modeling.config import RMTConfig
+
+    best_dir, run_dir = resolve(path)
+    missing = []
+    if not (best_dir / "config.json").is_file():
+        missing.append("config.json")
+    if not any((best_dir / f).is_file() for f in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES[:2]))
+    if not any((best_dir / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(" or ".join(TOKENIZER_FILES))
+    if not (best_dir / "trainer_state.json").is_file():
+        missing.append("trainer_state.json")
+    config_yaml = best_dir / "config.yaml"
+    if not config_yaml.is_file() and run_dir is not None and (run_dir / "config.yaml").is_file():
+        config_yaml = run_dir / "config.yaml"
+    if not config_yaml.is_file():
+        missing.append("config.yaml")
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {best_dir} is incomplete: missing {', '.join(missing)}. rmt-train writes "
+            "all of them into best/ at once; the folder was probably copied partly or edited. "
+            "Copy the whole best/ folder again, or point checkpoint= at a complete run."
+        )
+
+    try:
+        hf_config = json.loads((best_dir / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{best_dir / 'config.json'} is not valid JSON ({exc}); the checkpoint is damaged. "
+            "Copy it again from the training machine."
+        ) from exc
+    model_type = hf_config.get("model_type")
+    if model_type != RMTConfig.model_type:
+        raise CheckpointError(
+            f"{best_dir / 'config.json'} has model_type={model_type!r}, not {RMTConfig.model_type!r}: "
+            "this is not an RMT checkpoint. To evaluate a plain Hugging Face model, train it with "
+            "memory first (`rmt-train backbone.pretrained=<it>`), or wrap it with "
+            "RMTForCausalLM.from_backbone and save_pretrained."
+        )
+
+    try:
+        state = json.loads((best_dir / "trainer_state.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{best_dir / 'trainer_state.json'} is not valid JSON ({exc}); the checkpoint is "
+            "damaged. Copy it again."
+        ) from exc
+    version = state.get("rmt_version") if isinstance(state, dict) else None
+    if version is None:
+        raise CheckpointError(
+            f"{best_dir / 'trainer_state.json'} has no rmt_version: it was not written by rmt-train. "
+            "Evaluate checkpoints written by rmt-train (best/ of a run folder)."
+        )
+    if not _compatible(str(version), rmt.__version__):
+        message = (
+            f"checkpoint {best_dir} was written by rmt {version}, this is rmt {rmt.__version__}; "
+            f"checkpoint formats may differ between versions. Install the version that wrote it "
+            f"(`pip install rmt=={version}`), or pass strict_version=false to try anyway."
+        )
+        if strict_version:
+            raise CheckpointError(message)
+        warnings.warn(message, stacklevel=2)
+
+    try:
+        run_config = OmegaConf.load(config_yaml)
+    except Exception as exc:  # yaml errors come in several classes
+        raise CheckpointError(
+            f"{config_yaml} cannot be read as YAML ({exc}); copy it again."
+        ) from exc
+    if not isinstance(run_config, DictConfig):
+        raise CheckpointError(f"{config_yaml} does not hold a config mapping; copy it again.")
+    return Checkpoint(Path(path), best_dir, run_dir, run_config, state)
+
+
+def load(ckpt: Checkpoint, *, device: str = "cpu", dtype: str | None = None):
+    """Load ``(model, tokenizer)`` from a checked checkpoint, in eval mode on ``device``."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from rmt.modeling.model import RMTForCausalLM
+
+    kwargs = {}
+    if dtype:
+        if not hasattr(torch, dtype):
+            raise CheckpointError(f"dtype={dtype!r}: unknown; use float32, bfloat16 or float16.")
+        kwargs["dtype"] = getattr(torch, dtype)
+    try:
+        model = RMTForCausalLM.from_pretrained(ckpt.best_dir, **kwargs)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot load the model from {ckpt.best_dir}: {type(exc).__name__}: {exc}. The weights "
+            "do not match config.json (damaged copy or edited config); copy best/ again."
+        ) from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ckpt.best_dir)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot load the tokenizer from {ckpt.best_dir}: {type(exc).__name__}: {exc}. "
+            "Copy best/ again (rmt-train saves the tokenizer next to the model)."
+        ) from exc
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def _compatible(saved: str, current: str) -> bool:
+    """Same major.minor: patch releases keep the checkpoint format."""
+
+    def key(v: str):
+        parts = v.split(".")
+        return tuple(parts[:2])
+
+    return key(saved) == key(current)

@@ -1,0 +1,115 @@
+"""Typed schema of ``rmt-eval`` (``rmt/conf/eval.yaml`` extends it).
+
+The schema is registered in Hydra's ConfigStore as ``base_eval``, so a typo
+(``sample=10``) or a wrong type (``samples=many``) fails when the config is composed, naming
+the key. Values left ``None`` are taken from the evaluated run's own config.yaml (its tasks,
+background text and fact placement), which is why ``rmt-eval checkpoint=<run>`` needs no
+other flag. Cross-field rules live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from rmt.config.schema import BackgroundConfig
+
+DATA_SOURCES = ("generated", "local", "hub")
+
+
+@dataclass
+class EvalDataConfig:
+    """Where the BABILong samples come from.
+
+    ``generated``: built on the fly from the offline bAbI generator (``split`` stories) and the
+    background text, seeded by ``seed`` so two evaluations score identical samples.
+    ``local``: BABILong files in the published format (a folder with ``<length>/<task>`` files,
+    json/jsonl/parquet or ``save_to_disk``), at ``path``.
+    ``hub``: the published ``RMT-team/babilong`` set (or another id in ``path``); needs internet
+    or a local Hugging Face cache.
+    """
+
+    source: str = "generated"  # generated | local | hub
+    path: str | None = None  # local: BABILong folder; hub: dataset id (default RMT-team/babilong)
+    split: str = "test"  # generated: generator split (stories never shared with train/valid)
+
+
+@dataclass
+class EvalConfig:
+    """Root config of ``rmt-eval``."""
+
+    checkpoint: str | None = None  # run folder or its best/ folder
+    checkpoints: list[str] = field(default_factory=list)  # several, compared in one table
+    names: list[str] = field(default_factory=list)  # display names, one per checkpoint
+    tasks: list[str] | None = None  # None = the run's task.tasks
+    lengths: list[str] = field(default_factory=lambda: ["0k", "1k", "4k"])
+    samples: int = 100  # samples per (task, length) cell
+    batch_size: int = 16
+    max_batch_tokens: int = 65536  # fewer samples per batch at long lengths; 1 beyond this
+    seed: int = 0
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    background: BackgroundConfig | None = None  # None = the run's task.background
+    position: list[float] | None = None  # fact placement [start, end]; None = the run's
+    max_new_tokens: int = 8
+    baseline: bool = False  # also score the backbone alone on the end of the input
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:1 ...
+    dtype: str | None = None  # None = as saved; float32 | bfloat16 | float16
+    strict_version: bool = True  # refuse checkpoints written by another rmt major.minor
+    progress_bar: bool = True
+    save_predictions: bool = True  # predictions.jsonl: one line per sample and mode
+    output_dir: str | None = None  # set from Hydra's run dir
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_eval", node=EvalConfig)
+
+
+def checkpoint_list(cfg: DictConfig) -> list[str]:
+    """The checkpoints to evaluate, from ``checkpoint`` and/or ``checkpoints``."""
+    paths = list(cfg.checkpoints or [])
+    if cfg.checkpoint:
+        paths = [cfg.checkpoint, *[p for p in paths if p != cfg.checkpoint]]
+    return [str(p) for p in paths]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Rules a schema cannot express; each message names the key and the fix."""
+    from rmt.data.dataset import parse_length
+
+    if not checkpoint_list(cfg):
+        raise ValueError(
+            "rmt-eval: no checkpoint given. Pass checkpoint=<run folder or its best/ folder> "
+            "(or checkpoints=[a,b] to compare several)."
+        )
+    if cfg.names and len(cfg.names) != len(checkpoint_list(cfg)):
+        raise ValueError(
+            f"names has {len(cfg.names)} entries for {len(checkpoint_list(cfg))} checkpoints; "
+            "give one name per checkpoint or leave names empty."
+        )
+    if cfg.data.source not in DATA_SOURCES:
+        raise ValueError(
+            f"data.source={cfg.data.source!r}: unknown; use one of {', '.join(DATA_SOURCES)}."
+        )
+    if cfg.data.source == "local" and not cfg.data.path:
+        raise ValueError(
+            "data.source=local needs data.path=<folder with BABILong files> (e.g. a copy of "
+            "RMT-team/babilong saved with save_to_disk, or <length>/<task>.jsonl files)."
+        )
+    for key in ("samples", "batch_size", "max_batch_tokens", "max_new_tokens"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key}={cfg[key]}: must be >= 1.")
+    if not cfg.lengths:
+        raise ValueError("lengths is empty; give e.g. lengths=[0k,1k,4k].")
+    for length in cfg.lengths:
+        try:
+            parse_length(str(length))
+        except ValueError as exc:
+            raise ValueError(f"lengths: {exc}") from exc
+    if cfg.tasks is not None and not cfg.tasks:
+        raise ValueError("tasks is empty; give e.g. tasks=[qa1,qa2], or leave it unset.")
+    if cfg.position is not None:
+        pos = list(cfg.position)
+        if len(pos) != 2 or not 0.0 <= pos[0] < pos[1] <= 1.0:
+            raise ValueError(f"position={pos}: must be [start, end] with 0 <= start < end <= 1.")

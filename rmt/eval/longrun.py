@@ -1,0 +1,191 @@
+"""Time and peak memory of evaluating very long inputs (up to 1M tokens and beyond) on CPU.
+
+    python -m rmt.eval.longrun --lengths 4k 32k 1M               # tiny random model, offline
+    python -m rmt.eval.longrun --checkpoint <run dir> --lengths 1M
+    python -m rmt.eval.longrun --lengths 4k 32k --control         # also the non-streaming path
+
+Each length builds one generated BABILong sample and scores it through the same code path as
+``rmt-eval`` (:func:`rmt.eval.evaluate.evaluate_model`, batch size 1). Peak memory is the
+process's resident set size, sampled every millisecond by a thread, minus the resident size
+just before the measurement; a warm-up run first allocates what every run needs once (thread
+pools, caches). ``--control`` also runs ``model(prompt, return_logits=True)``, which keeps
+logits for every input token: it shows that the measurement does see memory that grows with
+the input, so a flat curve for the streaming path means something.
+
+Prints one JSON object per length (and writes them to ``--out`` if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import torch
+
+
+class PeakRSS:
+    """Context manager: peak resident memory above the level at entry, in bytes."""
+
+    def __init__(self, interval: float = 0.001):
+        self.interval = interval
+        self.process = psutil.Process()
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def delta(self) -> int:
+        return self.peak - self.base
+
+
+def tiny_model(tokenizer, *, segment_size: int = 512, num_mem_tokens: int = 16, seed: int = 0):
+    """A random tiny Llama-style RMT sized for CPU runs (weights do not matter for memory)."""
+    from rmt import RMTConfig, RMTForCausalLM
+    from rmt.modeling.backbones import tiny_backbone_config
+
+    torch.manual_seed(seed)
+    bb = tiny_backbone_config(
+        "llama",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        max_positions=segment_size + 2 * num_mem_tokens + 16,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = RMTConfig(backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size)
+    return RMTForCausalLM(config).eval()
+
+
+def sample_factory(tokenizer, *, seed: int = 0):
+    """Generated-sample factory of ``rmt-eval`` (background tokenized once, reused per call)."""
+    from omegaconf import OmegaConf
+
+    from rmt.eval.data import item_factory
+
+    return item_factory(
+        OmegaConf.create({"source": "generated", "path": None, "split": "test"}),
+        tokenizer=tokenizer,
+        background={"kind": "builtin"},
+        position=[0.0, 1.0],
+        samples=1,
+        seed=seed,
+    )
+
+
+def measure(
+    model, tokenizer, task: str, length: int, *, make_items=None, control: bool = False
+) -> dict:
+    """Score one generated sample of ``length`` tokens; return time and peak memory."""
+    from rmt.eval.evaluate import evaluate_model
+
+    make_items = make_items or sample_factory(tokenizer)
+    run: Callable[[], dict]
+    if not control:
+
+        def run() -> dict:
+            rows = evaluate_model(
+                model,
+                tokenizer,
+                name="longrun",
+                checkpoint="",
+                tasks=[task],
+                lengths=[(str(length), length)],
+                make_items=make_items,
+                batch_size=1,
+                max_new_tokens=4,
+                progress=False,
+            )
+            return {"accuracy": rows[0].accuracy, "n": rows[0].n}
+    else:
+
+        def run() -> dict:
+            item = next(iter(make_items(task, str(length), length)))
+            ids = torch.as_tensor(item.prompt_ids, dtype=torch.long)[None]
+            with torch.no_grad():
+                out = model(ids, return_logits=True)
+            return {"logits_mb": out.logits.numel() * out.logits.element_size() / 2**20}
+
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        info = run()
+        seconds = time.perf_counter() - t0
+    return {
+        "mode": "full_logits_control" if control else "rmt_eval",
+        "length": length,
+        "seconds": round(seconds, 3),
+        "rss_before_mb": round(mem.base / 2**20, 1),
+        "peak_rss_mb": round(mem.peak / 2**20, 1),
+        "peak_delta_mb": round(mem.delta / 2**20, 2),
+        **info,
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    from rmt.data.babilong import parse_length
+
+    parser = argparse.ArgumentParser(prog="python -m rmt.eval.longrun", description=__doc__)
+    parser.add_argument("--lengths", nargs="+", default=["4k", "32k"])
+    parser.add_argument(
+        "--checkpoint", default=None, help="run folder (default: tiny random model)"
+    )
+    parser.add_argument("--task", default="qa1")
+    parser.add_argument("--segment-size", type=int, default=512)
+    parser.add_argument("--control", action="store_true", help="also measure full logits")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", default=None, help="write the JSON lines here too")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.checkpoint:
+        from rmt.eval import checkpoint as ckpt_io
+
+        model, tokenizer = ckpt_io.load(ckpt_io.check(args.checkpoint))
+    else:
+        from rmt.data.tokenizer import build_tokenizer
+
+        tokenizer = build_tokenizer()
+        model = tiny_model(tokenizer, segment_size=args.segment_size)
+    lengths = [parse_length(x) for x in args.lengths]
+    make_items = sample_factory(tokenizer)
+    warm_up = 2 * model.config.segment_size
+    measure(model, tokenizer, args.task, warm_up, make_items=make_items)
+    results = []
+    for length in lengths:
+        results.append(measure(model, tokenizer, args.task, length, make_items=make_items))
+        print(json.dumps(results[-1]), flush=True)
+    if args.control:
+        for length in lengths:
+            results.append(
+                measure(model, tokenizer, args.task, length, make_items=make_items, control=True)
+            )
+            print(json.dumps(results[-1]), flush=True)
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
