@@ -152,3 +152,32 @@ def test_builder_with_given_samples(builder):
     sample = BabiSample("qa1", ("Mary moved to the kitchen.",), "Where is Mary?", "kitchen", (0,))
     hay = builder.build(sample, 64, seed=0)
     assert len(hay) == 64 and len(hay.fact_spans) == 1
+
+
+def test_works_with_a_byte_level_bpe_tokenizer():
+    """Nothing is word-level specific: a GPT-2-style BPE tokenizer gets the same guarantees."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    sentences = make_background("builtin").sentences[:1500]
+    stories = [f for i in range(100) for f in generate_sample("qa1", i).facts]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(sentences + stories, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    builder = HaystackBuilder(tok, Background(sentences))
+    sample = generate_sample("qa1", 4, min_facts=4, max_facts=4)
+    hay = builder.build(sample, 1500, seed=2)
+    assert len(hay) == 1500
+    for (start, end), fact in zip(hay.fact_spans, sample.facts, strict=True):
+        assert tok.decode(hay.input_ids[start:end].tolist()) == f" {fact}"
+    ex = format_example(tok, hay.input_ids, sample.question, sample.answer)
+    p = ex["prompt_length"]
+    assert tok.decode(ex["input_ids"][:p]).endswith(f" {sample.question} {ANSWER_MARKER}")
+    assert tok.decode(ex["input_ids"][p:]) == f" {sample.answer}<|endoftext|>"

@@ -80,3 +80,13 @@ def test_load_tokenizer_sets_pad_from_eos(tok, tmp_path):
         tok.pad_token = "<pad>"
     loaded = load_tokenizer(str(tmp_path / "nopad"))
     assert loaded.pad_token == "<eos>" and loaded.pad_token_id == tok.eos_token_id
+
+
+def test_extra_texts_extend_the_vocabulary_without_moving_base_ids(tok):
+    text = "The hallway is west of the garden. How do you go from the kitchen to the office? n,w"
+    assert tok.unk_token_id in tok(text)["input_ids"]
+    extended = build_tokenizer([text])
+    assert tok.unk_token_id not in extended(text)["input_ids"]
+    base = tok.get_vocab()
+    assert all(extended.get_vocab()[w] == i for w, i in base.items())
+    assert len(extended) == len(tok) + len({"How", "do", "you", "go", "from", "n", "w"} - set(base))

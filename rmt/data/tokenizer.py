@@ -10,6 +10,7 @@ next to every checkpoint with ``save_pretrained`` anyway.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -39,24 +40,28 @@ def tokenizer_words() -> list[str]:
     return sorted(words)
 
 
-@functools.lru_cache(maxsize=1)
-def _tokenizer_json() -> str:
+@functools.lru_cache(maxsize=8)
+def _tokenizer_json(extra: tuple[str, ...] = ()) -> str:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in tokenizer_words():
+        vocab.setdefault(word, len(vocab))
+    for word in extra:  # after the base words, so base ids never move
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = _PRE_TOKENIZER
     return tok.to_str()
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
     """Word-level tokenizer for the offline tasks; ``<pad>``, ``<unk>``, ``<eos>`` specials.
 
-    Decoding joins words with single spaces (``"apple , milk"``), which the BABILong scorer
-    reads as intended.
+    ``extra_texts`` (e.g. the sentences of local bAbI qa11..qa20 files) add their words after
+    the base vocabulary, in sorted order. Decoding joins words with single spaces
+    (``"apple , milk"``), which the BABILong scorer reads as intended.
     """
+    extra = sorted({w for text in extra_texts for w in split_words(text)})
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(tuple(extra))),
         pad_token=PAD,
         unk_token=UNK,
         eos_token=EOS,
