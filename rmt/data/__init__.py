@@ -9,7 +9,7 @@ from rmt.data.background import Background, BackgroundError, make_background
 from rmt.data.dataset import BabilongDataset, BabilongTextDataset, CurriculumBatchSampler, collate
 from rmt.data.format import ANSWER_MARKER, format_example
 from rmt.data.generator import generate_sample
-from rmt.data.hub import load_babilong
+from rmt.data.hub import BabilongLoadError, load_babilong
 from rmt.data.scoring import TASK_LABELS, compare_answers, exact_match
 from rmt.data.tokenizer import build_tokenizer, load_tokenizer
 
@@ -21,6 +21,7 @@ __all__ = [
     "Background",
     "BackgroundError",
     "BabilongDataset",
+    "BabilongLoadError",
     "BabilongTextDataset",
     "CurriculumBatchSampler",
     "Haystack",
