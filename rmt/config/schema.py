@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,11 +212,24 @@ def _run_dir(resume: str | None, fresh: str) -> str:
     return str(resume) if resume else fresh
 
 
-def _hydra_subdir(resume: str | None, stamp: str) -> str | None:
-    """Where Hydra saves its own files: none for non-zero ranks (rank 0 owns the folder)."""
+def _hydra_subdir(resume: str | None, run_dir: str, stamp: str) -> str | None:
+    """Where Hydra saves its own files: none for non-zero ranks (rank 0 owns the folder).
+
+    Hydra resolves this just before writing ``.hydra/`` into the run folder, so it is also the
+    earliest point to refuse a run folder that already holds a run (it is never overwritten).
+    """
     if os.environ.get("RANK", "0") != "0":
         return None
-    return f".hydra/resume-{stamp}" if resume else ".hydra"
+    if resume:
+        return f".hydra/resume-{stamp}"
+    from rmt.train.checkpoint import CheckpointError, check_fresh_run_dir
+
+    try:
+        check_fresh_run_dir(run_dir)
+    except CheckpointError as err:  # inside Hydra's resolution: exit cleanly, no traceback
+        print(f"rmt-train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return ".hydra"
 
 
 def register_resolvers() -> None:
