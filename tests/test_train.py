@@ -251,3 +251,45 @@ def test_preemption_guard_turns_sigterm_into_a_flag():
         os.kill(os.getpid(), signal.SIGTERM)
         assert guard.triggered and guard.received == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _write_babi(folder: Path) -> None:
+    story = (
+        "1 Mary moved to the bathroom.\n2 John went to the hallway.\n"
+        "3 Where is Mary? \tbathroom\t1\n4 Daniel went back to the hallway.\n"
+        "5 Sandra moved to the garden.\n6 Where is Daniel? \thallway\t4\n"
+    )
+    for split in ("train", "test"):
+        (folder / f"qa1_single-supporting-fact_{split}.txt").write_text(story * 10)
+
+
+def test_local_babi_files_train(fast_cfg, tmp_path):
+    data = tmp_path / "babi"
+    data.mkdir()
+    _write_babi(data)
+    cfg = fast_cfg(
+        "task.source=local", f"task.path={data}", "trainer.max_steps=1", "task.valid_samples=4",
+        "task.curriculum=[{segments:[4]}]",  # stories of up to 5 facts before the last segment
+    )  # fmt: skip
+    result = loop.train(cfg)
+    assert result["steps"] == 1
+    assert _events(Path(cfg.output_dir), "valid")[-1]["samples"] == 4
+
+
+def test_prebuilt_babilong_rows_train(fast_cfg, tmp_path):
+    folder = tmp_path / "babilong" / "0k"
+    folder.mkdir(parents=True)
+    rows = [
+        {"input": "Mary moved to the bathroom. John went to the hallway.",
+         "question": "Where is Mary?", "target": "bathroom"},
+        {"input": "Daniel went to the garden. Sandra moved to the office.",
+         "question": "Where is Sandra?", "target": "office"},
+    ] * 10  # fmt: skip
+    (folder / "qa1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = fast_cfg(
+        "task=babilong_hub", f"task.path={tmp_path / 'babilong'}", "task.babilong_length=0k",
+        "task.valid_samples=4", "trainer.max_steps=2", "trainer.eval_every=2",
+    )  # fmt: skip
+    result = loop.train(cfg)
+    assert result["steps"] == 2
+    assert _events(Path(cfg.output_dir), "valid")[-1]["samples"] == 4

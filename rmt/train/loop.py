@@ -129,6 +129,16 @@ def shared_run_dir(accelerator, cfg: DictConfig) -> Path:
     return Path(chosen[0])
 
 
+def _only_main_writes_logs() -> None:
+    """Other ranks drop Hydra's log file handler and keep only warnings on the console."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+    logging.getLogger("rmt").setLevel(logging.WARNING)
+
+
 def _remove_stray_hydra_dir(path: Path) -> None:
     """A non-zero rank's own Hydra folder holds at most a log file; rank 0's folder is used."""
     try:
@@ -316,6 +326,8 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
     tr, task = cfg.trainer, cfg.task
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
+    if not main:
+        _only_main_writes_logs()
     run_dir = shared_run_dir(accelerator, cfg)
     resuming = bool(cfg.resume)
     if main:
