@@ -293,3 +293,15 @@ def test_prebuilt_babilong_rows_train(fast_cfg, tmp_path):
     result = loop.train(cfg)
     assert result["steps"] == 2
     assert _events(Path(cfg.output_dir), "valid")[-1]["samples"] == 4
+
+
+def test_stories_that_cannot_fit_fail_before_training(fast_cfg):
+    from rmt.config.schema import ConfigError
+    from rmt.train import build
+
+    cfg = fast_cfg("task.max_facts=10", "task.min_facts=null")  # 24-token segments
+    with pytest.raises(ConfigError, match="Lower task.max_facts"):
+        build.TaskData(cfg, build.build_tokenizer(cfg)).preflight()
+    with pytest.raises(ConfigError, match="task.max_facts"):
+        loop.train(cfg)
+    assert not (Path(cfg.output_dir) / "metrics.jsonl").exists()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 FRESH_CHUNK_BATCHES = 1000  # fresh-sample mode: batches per "epoch" of newly generated stories
+PREFLIGHT_SAMPLES = 64  # largest-story samples built per stage before training
 
 
 # ------------------------------------------------------------------------------- model side
@@ -191,6 +192,49 @@ class TaskData:
             max_facts=_first(stage_cfg.max_facts, task.max_facts),
             samples=samples,
         )
+
+    def preflight(self) -> None:
+        """Fail before training when the longest generated stories cannot fit their segments.
+
+        Builds, for every stage and segment count, a few samples with the largest number of
+        facts the stage allows, so a config whose facts overflow the room before the question
+        (or before the last segment) stops now, naming the keys to change.
+        """
+        from rmt.config.schema import ConfigError
+        from rmt.data.dataset import BabilongDataset
+        from rmt.data.generator import fact_range
+
+        task = self.cfg.task
+        if task.source != "generated":
+            return
+        for i, stage in enumerate(task.curriculum):
+            lo_cfg = _first(stage.min_facts, task.min_facts)
+            hi_cfg = _first(stage.max_facts, task.max_facts)
+            for name in task.tasks:
+                try:
+                    _, most = fact_range(name, lo_cfg, hi_cfg)
+                except ValueError as err:
+                    raise ConfigError(f"task.min_facts/max_facts for {name}: {err}") from err
+                worst = BabilongDataset(
+                    name, split="validation", num_samples=PREFLIGHT_SAMPLES, tokenizer=self.tokenizer,
+                    builder=self.builder, total_length=self.cfg.segment.size,
+                    seed=self.cfg.trainer.seed, position=tuple(task.position),
+                    facts_end_from_end=self.facts_end, min_facts=most, max_facts=most,
+                )  # fmt: skip
+                for n in sorted(set(stage.segments)):
+                    total = n * self.cfg.segment.size
+                    try:
+                        for index in range(len(worst)):
+                            got = len(worst[(index, total)]["input_ids"])
+                            if got > total:  # the builder returns bare facts when they overflow
+                                raise ValueError(f"the sample needs {got} > {total} tokens")
+                    except ValueError as err:
+                        raise ConfigError(
+                            f"task.curriculum[{i}] with {n} segment(s) of segment.size="
+                            f"{self.cfg.segment.size}: {name} stories of {most} facts do not fit "
+                            f"({err}). Lower task.max_facts (or the stage's max_facts), raise "
+                            "segment.size, or use more segments."
+                        ) from err
 
     # ------------------------------------------------------------------ loaders
     def train_loader(self, stage: int, *, epoch: int, batch_size: int) -> DataLoader:

@@ -349,6 +349,7 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
         p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad
     )
     data = build.TaskData(cfg, tokenizer)
+    data.preflight()
 
     progress = Progress()
     if resuming:
@@ -405,6 +406,16 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
         save_last(run_dir / "last", accelerator=accelerator, state=state_dict())
         return result
 
+    def stage_finished(stage) -> bool:
+        """Step budget spent, or validation accuracy reached the stage's threshold."""
+        if stage.steps is not None and progress.step - progress.stage_start >= stage.steps:
+            return True
+        return (
+            stage.until_accuracy is not None
+            and progress.best_metric is not None
+            and progress.best_metric >= stage.until_accuracy
+        )
+
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - started
 
@@ -445,6 +456,15 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
     with PreemptionGuard() as guard:
         while stopped is None:
             stage = stages[progress.stage]
+            if stage_finished(stage):  # also right after resuming from a stage's last save
+                if progress.stage + 1 >= len(stages):
+                    stopped = "curriculum_done"
+                    break
+                _next_stage(accelerator, model, optimizer, run_dir, progress)
+                log.info("curriculum stage %d starts from the best model of stage %d",
+                         progress.stage, progress.stage - 1)  # fmt: skip
+                save_last(run_dir / "last", accelerator=accelerator, state=state_dict())
+                continue
             loader = accelerator.prepare_data_loader(
                 data.train_loader(
                     progress.stage,
@@ -453,16 +473,15 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
                 )
             )
             loader = accelerator.skip_first_batches(loader, progress.stage_batches)
-            advance = False
             for batch in loader:
                 with accelerator.accumulate(model):
                     lr = set_lr()
                     loss, parts = compute_loss(model, batch, tr.aux_lm_loss)
                     accelerator.backward(loss)
                     grad_norm = None
-                    if accelerator.sync_gradients and tr.max_grad_norm is not None:
+                    if accelerator.sync_gradients:  # max_norm=inf: measure without clipping
                         grad_norm = accelerator.clip_grad_norm_(
-                            model.parameters(), tr.max_grad_norm
+                            model.parameters(), tr.max_grad_norm or math.inf
                         )
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -502,15 +521,11 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
                     bar.set_postfix(loss=f"{values['loss']:.3f}", acc=last_valid.get("accuracy"))
                     window, window_tokens, window_start = {}, 0, time.perf_counter()
 
-                stage_done = (
+                budget_spent = (
                     stage.steps is not None and progress.step - progress.stage_start >= stage.steps
                 )
-                if progress.step % tr.eval_every == 0 or stage_done:
+                if progress.step % tr.eval_every == 0 or budget_spent:
                     last_valid = validate_and_save()
-                    reached = stage.until_accuracy is not None and (
-                        last_valid["accuracy"] >= stage.until_accuracy
-                    )
-                    stage_done = stage_done or reached
                     bar.set_postfix(acc=f"{last_valid['accuracy']:.3f}")
 
                 if guard.triggered or (stop_at_step is not None and progress.step >= stop_at_step):
@@ -524,21 +539,11 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
                 if progress.step >= tr.max_steps:
                     stopped = "max_steps"
                     break
-                if stage_done:
-                    advance = True
+                if stage_finished(stage):
                     break
             else:  # a finite training set ran out: next epoch, same stage
                 progress.epoch += 1
                 progress.stage_batches = 0
-                continue
-            if advance:
-                if progress.stage + 1 >= len(stages):
-                    stopped = "curriculum_done"
-                    break
-                _next_stage(accelerator, model, optimizer, run_dir, progress)
-                log.info("curriculum stage %d from the best model of stage %d (step %d)",
-                         progress.stage, progress.stage - 1, progress.best_step or 0)  # fmt: skip
-                progress.best_metric = progress.best_step = None
     bar.close()
 
     # --------------------------------------------------------------------------- save
@@ -595,3 +600,4 @@ def _next_stage(accelerator, model, optimizer, run_dir: Path, progress: Progress
     progress.stage += 1
     progress.stage_start = progress.step
     progress.epoch = progress.stage_batches = 0
+    progress.best_metric = progress.best_step = None  # best of the new stage
