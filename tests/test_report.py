@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -145,14 +143,11 @@ def test_report_errors_name_the_problem(tmp_path: Path):
         sweep.collect(damaged)
 
 
-def test_report_console_script_exit_code(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "rmt.cli.report", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert "not a folder" in proc.stderr
+def test_report_main_exit_code(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        report_cli.main([str(tmp_path / "nowhere")])
+    assert exc.value.code == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_parse_override_types():

@@ -54,9 +54,16 @@ def resolve(path: str | Path) -> tuple[Path, Path | None]:
             f"checkpoint={path}: is a file; pass the run folder or its best/ folder, not a file in it."
         )
     if (given / "config.json").is_file():
-        parent = given.parent
+        parent = given.parent  # best/ (or .best.old) of a run folder, or a lone copy
         is_run = (parent / "config.yaml").is_file() or (parent / ".hydra").is_dir()
         return given, (parent if is_run else None)
+    from rmt.train.checkpoint import resolve_checkpoint
+
+    # best/ itself, or the complete .best.old that a crash between the two renames of an
+    # atomic checkpoint swap leaves behind (see rmt.train.checkpoint)
+    best = resolve_checkpoint(given / "best")
+    if best is not None:
+        return best, given
     if (given / "best").is_dir():
         return given / "best", given
     if (given / "last").is_dir():
