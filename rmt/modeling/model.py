@@ -225,7 +225,9 @@ class RMTForCausalLM(PreTrainedModel):
                     tgt[i, : e - s] = targets[b][s:e]
             # Hidden states (and the LM head) only where needed: every token, or labelled ones only.
             rows, cols = (seg_mask if want_logits else tgt != -100).nonzero(as_tuple=True)
-            if use_ckpt:
+            # The last segment is never checkpointed: its backward runs right after its forward, so
+            # keeping its activations costs no more peak memory than recomputing them would.
+            if use_ckpt and step < n_steps - 1:
                 new_mem, sel = checkpoint(
                     self._run_segment, mem_in, seg_ids, seg_mask, rows, cols, use_reentrant=False
                 )
