@@ -8,6 +8,7 @@ The parent only plans the points, collects the children's JSON lines and writes 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -120,6 +121,36 @@ def peak_rss_mb() -> float:
     """High-water mark of this process's resident memory (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def memory_budget_mb(device: str, fraction: float) -> float:
+    """The memory one point may use: a fraction of the GPU, or of the RAM free right now (shared box)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory / 2**20 * fraction
+    import psutil
+
+    return psutil.virtual_memory().available / 2**20 * fraction
+
+
+def extrapolate_peak(done: list[dict], x_key: str, x: float, max_exponent: float) -> float | None:
+    """Peak memory predicted at `x` from the measured points (`peak_mb`, `base_mb`, `peak_over_base_mb`).
+
+    The part above the baseline grows like x**e, with e taken from the last two points (clamped to
+    [0, max_exponent]) or max_exponent when only one point is known; None without any point.
+    """
+    ok = [p for p in done if p.get("status") == "ok"]
+    if not ok:
+        return None
+    last = ok[-1]
+    exponent = max_exponent
+    if len(ok) >= 2 and ok[-2][x_key] != last[x_key]:
+        prev = ok[-2]
+        grow = max(last["peak_over_base_mb"], 1.0) / max(prev["peak_over_base_mb"], 1.0)
+        ratio = last[x_key] / prev[x_key]
+        exponent = min(max_exponent, max(0.0, math.log(grow) / math.log(ratio)))
+    return last["base_mb"] + max(last["peak_over_base_mb"], 1.0) * (x / last[x_key]) ** exponent
 
 
 def sync(device: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -118,26 +117,8 @@ def predict_full(done: list[dict], length: int) -> tuple[float, float] | None:
     ok = [p for p in done if p.get("status") == "ok"]
     if not ok:
         return None
-    last = ok[-1]
-    scale = length / last["length"]
-    exponent = 2.0
-    if len(ok) >= 2:
-        prev = ok[-2]
-        grow = max(last["peak_over_base_mb"], 1.0) / max(prev["peak_over_base_mb"], 1.0)
-        exponent = min(2.0, max(1.0, math.log(grow) / math.log(last["length"] / prev["length"])))
-    seconds = last["seconds"] * scale**2
-    peak = last["base_mb"] + max(last["peak_over_base_mb"], 1.0) * scale**exponent
-    return seconds, peak
-
-
-def memory_budget_mb(device: str, fraction: float) -> float:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_properties(0).total_memory / 2**20 * fraction
-    import psutil
-
-    return psutil.virtual_memory().available / 2**20 * fraction
+    seconds = ok[-1]["seconds"] * (length / ok[-1]["length"]) ** 2
+    return seconds, bc.extrapolate_peak(ok, "length", length, max_exponent=2.0)
 
 
 def check_targets(points: list[dict]) -> dict:
@@ -309,7 +290,7 @@ def main(argv=None) -> dict:
             predicted = predict_full(done, length) if method == "full" else None
             if predicted is not None:
                 seconds, peak = predicted
-                budget = memory_budget_mb(device, args.memory_fraction)
+                budget = bc.memory_budget_mb(device, args.memory_fraction)
                 if seconds * args.repeats > args.full_time_budget:
                     skip = f"predicted {seconds:.0f} s > --full-time-budget {args.full_time_budget:.0f} s"
                 elif peak > budget:

@@ -197,6 +197,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mem-tokens", type=int, default=None, help="default: the preset's")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA) | fp32 | bf16")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=0.5,
+        help="of free RAM / GPU memory a point may use",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per point")
     ap.add_argument("--out", default="outputs/bench", help="folder for the JSON and PNG")
@@ -241,9 +247,11 @@ def main(argv=None) -> dict:
         "dtype": args.dtype,
         "isolated_processes": not args.no_isolate,
         "optimizer": "AdamW",
+        "memory_fraction": args.memory_fraction,
     }
     points = []
     for ckpt in modes:
+        done: list[dict] = []
         for n in bc.parse_int_list(args.segments, "segments"):
             params = {
                 "device": device,
@@ -260,7 +268,16 @@ def main(argv=None) -> dict:
                 "threads": args.threads,
                 "seed": args.seed,
             }
-            if args.no_isolate:
+            predicted = bc.extrapolate_peak(done, "segments", n, max_exponent=1.0)
+            budget = bc.memory_budget_mb(device, args.memory_fraction)
+            if predicted is not None and predicted > budget:
+                point = {
+                    "status": "skipped",
+                    "segments": n,
+                    "checkpointing": ckpt,
+                    "reason": f"predicted peak {predicted:.0f} MiB > memory budget {budget:.0f} MiB",
+                }
+            elif args.no_isolate:
                 point = measure(params)
             else:
                 point = bc.run_child(Path(__file__).resolve(), params, args.timeout)
@@ -268,6 +285,7 @@ def main(argv=None) -> dict:
                 point.setdefault("checkpointing", ckpt)
             bc.log(f"[bench_train] checkpointing={ckpt} segments={n}: {json.dumps(point)}")
             points.append(point)
+            done.append(point)
     result = {
         "benchmark": "train_step",
         "backbone": args.backbone,

@@ -133,6 +133,16 @@ def test_infer_skips_full_attention_predicted_past_budget():
     assert bench_infer.predict_full([], 8192) is None
 
 
+def test_train_memory_extrapolation_follows_measured_growth():
+    flat = [
+        {"status": "ok", "segments": 2, "base_mb": 500.0, "peak_over_base_mb": 100.0},
+        {"status": "ok", "segments": 4, "base_mb": 500.0, "peak_over_base_mb": 100.0},
+    ]
+    assert bc.extrapolate_peak(flat, "segments", 32, max_exponent=1.0) == pytest.approx(600.0)
+    one = flat[:1]  # a single point: assume the worst allowed growth (linear here)
+    assert bc.extrapolate_peak(one, "segments", 32, max_exponent=1.0) == pytest.approx(2100.0)
+
+
 def test_parse_length_and_bad_values():
     assert bc.parse_length("16k") == 16384 and bc.parse_length("1M") == 2**20
     assert bc.parse_int_list("1,2, 4", "segments") == [1, 2, 4]
