@@ -261,3 +261,24 @@ def test_console_script_subprocess(run_dir: Path, tmp_path: Path):
     )
     assert bad.returncode == 2
     assert "no such folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sweep_jobs_are_named_by_their_overrides(tmp_path: Path):
+    """Jobs of a multirun (folders 0, 1, ...) appear as the overrides that tell them apart."""
+    jobs = []
+    for num, mem in enumerate((0, 4)):
+        job = make_checkpoint(tmp_path / "sweep" / str(num), tasks=("qa1",))
+        (job / ".hydra" / "overrides.yaml").write_text(f"- debug=fast\n- memory.num_tokens={mem}\n")
+        jobs.append(job)
+    rows = run_eval_inprocess(
+        [f"checkpoints=[{jobs[0]},{jobs[1]}]", "lengths=[0k]", "samples=1", "progress_bar=false"],
+        tmp_path / "out",
+    )
+    assert [r.model for r in rows] == ["memory.num_tokens=0", "memory.num_tokens=4"]
+    assert (tmp_path / "out" / "heatmap_memory.num_tokens_4.png").is_file()
+    rows = run_eval_inprocess(
+        [f"checkpoints=[{jobs[0]},{jobs[1]}]", "names=[small,big]", "lengths=[0k]",
+         "samples=1", "progress_bar=false"],
+        tmp_path / "named",
+    )  # fmt: skip
+    assert [r.model for r in rows] == ["small", "big"]

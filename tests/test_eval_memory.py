@@ -25,14 +25,10 @@ import pytest
 PROMPT_BYTES_PER_TOKEN = 128  # generous bound for the prompt's own storage
 
 
-def _longrun(args: list[str], out: Path, timeout: int) -> list[dict]:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "MALLOC_MMAP_THRESHOLD_": "65536",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
+def _longrun(args: list[str], out: Path, timeout: int, *, exact_malloc: bool = True) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if exact_malloc:  # every allocation >= 64 KiB is its own mapping (slow: small scale only)
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "rmt.eval.longrun", *args, "--out", str(out)],
@@ -65,10 +61,13 @@ def test_peak_memory_flat_from_4k_to_32k(tmp_path: Path):
 @pytest.mark.slow
 def test_one_million_tokens_on_cpu(tmp_path: Path):
     """A tiny model scores a 1M-token BABILong sample on CPU with flat working memory."""
-    results = _longrun(["--lengths", "32k", "1M"], tmp_path / "m.jsonl", 1200)
+    results = _longrun(["--lengths", "32k", "1M"], tmp_path / "m.jsonl", 1200, exact_malloc=False)
     small, big = results
-    assert big["length"] == 1 << 20 and big["n"] == 1
+    assert big["length"] == 1 << 20 and big["n"] == 1 and big["prompt_tokens"] > 1 << 20
     extra = big["length"] - small["length"]
     growth = (big["peak_delta_mb"] - small["peak_delta_mb"]) * 2**20
     assert growth / extra < PROMPT_BYTES_PER_TOKEN, results
+    # reading the built prompt through the model adds a few int64 copies of the ids (ids, mask,
+    # positions: 8 bytes a token each) and nothing per token and hidden unit
+    assert big["score_peak_delta_mb"] * 2**20 / big["length"] < 64, results
     print(json.dumps(big))

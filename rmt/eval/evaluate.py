@@ -102,7 +102,10 @@ def generate_answers(
     if eos_id is not None:
         gen_kwargs["eos_token_id"] = eos_id
     if mode == "rmt":
-        ids, mask = left_pad(prompts, pad_id)
+        if len(prompts) == 1:  # long inputs come one at a time: a view, no padded copy
+            ids, mask = prompts[0][None], torch.ones_like(prompts[0][None])
+        else:
+            ids, mask = left_pad(prompts, pad_id)
         new = model.generate(ids.to(device), mask.to(device), **gen_kwargs)
     elif mode == "baseline":
         limit = baseline_window(model)
@@ -274,6 +277,29 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
         depth += 1
 
 
+def display_names(checks) -> list[str]:
+    """Names for the table: run folder names, or a sweep job's own overrides.
+
+    Jobs of a multirun are numbered folders (``0``, ``1``, ...); their name is the overrides
+    that differ between the evaluated jobs (``memory.num_tokens=4``), which is what a reader
+    of the table wants to know.
+    """
+    import yaml
+
+    names = unique_names([ck.run_dir or ck.best_dir for ck in checks])
+    overrides = []
+    for ck in checks:
+        file = (ck.run_dir / ".hydra" / "overrides.yaml") if ck.run_dir else None
+        if file is None or not ck.run_dir.name.isdigit() or not file.is_file():
+            return names
+        overrides.append([str(o) for o in (yaml.safe_load(file.read_text()) or [])])
+    shared = set.intersection(*(set(o) for o in overrides)) if len(overrides) > 1 else set()
+    swept = [" ".join(o for o in ovr if o not in shared) for ovr in overrides]
+    if all(swept) and len(set(swept)) == len(swept):
+        return swept
+    return names
+
+
 def heatmap_filename(row: EvalResult) -> str:
     """``heatmap_<model>.png``, or ``heatmap_<model>_baseline.png`` for the plain backbone."""
     stem = row.model if row.mode == "rmt" else f"{row.model}_{row.mode}"
@@ -315,7 +341,7 @@ def run_eval(cfg) -> list[EvalResult]:
                     f"output folder {out} is inside the checkpoint folder {folder}; evaluation "
                     "never writes into a checkpoint. Choose another hydra.run.dir."
                 )
-    names = list(cfg.names) or unique_names([ck.run_dir or ck.best_dir for ck in checks])
+    names = list(cfg.names) or display_names(checks)
     device = resolve_device(cfg.device)
     lengths = [(str(length), parse_length(str(length))) for length in cfg.lengths]
     modes = ("rmt", "baseline") if cfg.baseline else ("rmt",)

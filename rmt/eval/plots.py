@@ -89,6 +89,9 @@ def plot_sweep(
         xs = [float(r[x]) for r in points]
         if min(xs) > 0 and max(xs) / min(xs) > 100:
             ax.set_xscale("log")
+        if len(set(xs)) <= 12:  # the swept values themselves, not 0.5 steps between them
+            ax.set_xticks(sorted(set(xs)), labels=[f"{v:g}" for v in sorted(set(xs))])
+            ax.minorticks_off()
     else:
         ax.set_xticks(range(len(categories)), labels=categories)
     ax.set_xlabel(x)

@@ -21,7 +21,9 @@ from pathlib import Path
 import yaml
 
 # metrics.jsonl keys that describe an event rather than measure the model
-_EVENT_KEYS = {"step", "split", "stage", "epoch", "time", "seconds", "minutes", "lr", "segments"}
+_EVENT_KEYS = {
+    "step", "split", "stage", "epoch", "time", "seconds", "minutes", "lr", "segments", "samples", "n",
+}  # fmt: skip
 _LOWER_IS_BETTER = ("loss", "ppl", "perplexity", "error")
 _TRAIN_SPLITS = {"train"}
 # summary.json keys shown elsewhere (steps, minutes) or the same for every job of a sweep
