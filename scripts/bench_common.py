@@ -233,3 +233,57 @@ def write_outputs(out_dir: Path, stem: str, result: dict) -> Path:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def to_markdown(result: dict) -> str:
+    """The points of a benchmark JSON as a Markdown table (what docs/performance.md shows)."""
+    mem = "peak RSS MiB" if result["device"] == "cpu" else "peak alloc MiB"
+    if result["benchmark"] == "train_step":
+        head = (
+            f"| segments | checkpointing | tokens/step | step s (wall) | tokens/s (wall) "
+            f"| step s (CPU) | tokens/s (CPU) | {mem} | above setup MiB |"
+        )
+        rows = [head, "|" + "---|" * 9]
+        for p in result["points"]:
+            if p.get("status") != "ok":
+                rows.append(
+                    f"| {p['segments']} | {'on' if p['checkpointing'] else 'off'} | "
+                    f"{p.get('status')}: {p.get('reason', '')} ||||||| "
+                )
+                continue
+            rows.append(
+                f"| {p['segments']} | {'on' if p['checkpointing'] else 'off'} | "
+                f"{p['tokens_per_step']} | {_fmt(p['step_s'], 3)} | {_fmt(p['tokens_per_s'])} | "
+                f"{_fmt(p.get('cpu_s'), 3)} | {_fmt(p.get('cpu_tokens_per_s'))} | {_fmt(p['peak_mb'])} | "
+                f"{_fmt(p['peak_over_base_mb'])} |"
+            )
+        return "\n".join(rows)
+    head = f"| method | input tokens | seconds (wall) | seconds (CPU) | {mem} | above setup MiB |"
+    rows = [head, "|" + "---|" * 6]
+    for p in result["points"]:
+        name = "RMT" if p["method"] == "rmt" else "full attention"
+        if p.get("status") != "ok":
+            rows.append(
+                f"| {name} | {p['length']:,} | {p.get('status')}: {p.get('reason', '')} ||||"
+            )
+            continue
+        rows.append(
+            f"| {name} | {p['length']:,} | {_fmt(p['seconds'], 3)} | {_fmt(p.get('cpu_s'), 3)} | "
+            f"{_fmt(p['peak_mb'])} | {_fmt(p['peak_over_base_mb'])} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    # python scripts/bench_common.py outputs/bench/*.json  -> Markdown tables of the measured points
+    for name in sys.argv[1:]:
+        print(f"### {name}\n")
+        print(to_markdown(json.loads(Path(name).read_text())) + "\n")

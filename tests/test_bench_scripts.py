@@ -74,6 +74,8 @@ def test_train_quick_reports_points_targets_and_plot(quick_runs):
     saved = json.loads((out / "train_tiny_cpu.json").read_text())
     assert saved["points"] == points
     assert (out / "train_tiny_cpu.png").stat().st_size > 0
+    table = bc.to_markdown(res).splitlines()
+    assert len(table) == 2 + len(points) and "tokens/s (wall)" in table[0]
 
 
 def test_infer_quick_reports_both_methods_and_plot(quick_runs):
@@ -92,6 +94,7 @@ def test_infer_quick_reports_both_methods_and_plot(quick_runs):
     assert targets["rmt_flat_memory"]["from_length"] == 64
     assert set(targets["rmt_faster_than_full_from_16k"]["speedup_by_length"]) == {"64", "256"}
     assert (out / "infer_tiny_cpu.png").stat().st_size > 0
+    assert len(bc.to_markdown(res).splitlines()) == 2 + len(res["points"])
 
 
 def test_child_protocol_reports_result_and_failures(tmp_path):
