@@ -48,7 +48,7 @@ def quick_runs(tmp_path_factory):
     }
     results = {}
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=180)
+        stdout, stderr = proc.communicate(timeout=600)  # a hang guard; a busy box is slow
         assert proc.returncode == 0, f"{name} failed:\n{stderr[-3000:]}"
         results[name] = json.loads(stdout)
     return out, results
