@@ -305,3 +305,14 @@ def test_stories_that_cannot_fit_fail_before_training(fast_cfg):
     with pytest.raises(ConfigError, match="task.max_facts"):
         loop.train(cfg)
     assert not (Path(cfg.output_dir) / "metrics.jsonl").exists()
+
+
+def test_gradient_accumulation_and_bf16_autocast(fast_cfg):
+    cfg = fast_cfg(
+        "trainer.grad_accum=2", "trainer.max_steps=2", "trainer.eval_every=2",
+        "trainer.mixed_precision=bf16",  # CPU autocast here; bf16/fp16 on GPUs
+    )  # fmt: skip
+    result = loop.train(cfg)
+    state = json.loads((Path(cfg.output_dir) / "last/trainer_state.json").read_text())
+    assert result["steps"] == 2 and state["progress"]["stage_batches"] == 4  # 2 micro per step
+    assert [e["step"] for e in _events(Path(cfg.output_dir), "train")] == [1, 2]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from rmt.config.schema import TrainConfig, validate
+from rmt.config.schema import ConfigError, TrainConfig, validate
 from rmt.train import build
 from rmt.train.checkpoint import (
     CONFIG_FILE,
@@ -332,7 +332,10 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
     resuming = bool(cfg.resume)
     if main:
         if resuming and Path(cfg.resume).resolve() != run_dir.resolve():
-            raise ValueError(f"resume={cfg.resume} but output_dir={run_dir}: they must match.")
+            raise ConfigError(
+                f"resume={cfg.resume} but output_dir={run_dir}: a run resumes in its own "
+                "folder; leave output_dir unset (rmt-train resume=<run dir> does)."
+            )
         if not resuming:
             check_fresh_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -518,7 +521,10 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
                         minutes=elapsed() / 60,
                     )
                     metrics.log("train", progress.step, values)
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", acc=last_valid.get("accuracy"))
+                    postfix = {"loss": f"{values['loss']:.3f}", "acc": last_valid.get("accuracy")}
+                    if tr.max_minutes is not None:  # the step ETA means little under a budget
+                        postfix["budget_left"] = f"{tr.max_minutes - elapsed() / 60:.1f}min"
+                    bar.set_postfix(postfix)
                     window, window_tokens, window_start = {}, 0, time.perf_counter()
 
                 budget_spent = (
