@@ -220,6 +220,77 @@ def run_child(script: Path, params: dict, timeout: float | None) -> dict:
     }
 
 
+ISOLATION = ("auto", "fork", "exec", "none")
+
+
+def resolve_isolation(name: str, device: str) -> str:
+    """fork (cheap: no re-import) on CPU under Linux; exec where CUDA or the OS rules fork out."""
+    if name not in ISOLATION:
+        raise SystemExit(f"--isolate {name!r}: use one of {', '.join(ISOLATION)}")
+    if name == "auto":
+        return "fork" if device == "cpu" and sys.platform == "linux" else "exec"
+    if name == "fork" and device == "cuda":
+        raise SystemExit(
+            "--isolate fork cannot be used with CUDA (it does not survive fork); use exec"
+        )
+    return name
+
+
+def preload(*modules: str) -> None:
+    """Import the heavy modules once in the parent so that forked children start warm."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _forked_entry(fn, params: dict, conn) -> None:
+    try:
+        conn.send(fn(params))
+    except BaseException as err:  # report any failure of the point instead of hanging the parent
+        conn.send({"status": "error", "reason": f"{type(err).__name__}: {err}"})
+    finally:
+        conn.close()
+
+
+def run_forked(fn, params: dict, timeout: float | None) -> dict:
+    """Run `fn(params)` in a forked child (its own peak RSS, no re-import) and return its dict.
+
+    The parent must not have run torch ops before forking (OpenMP pools do not survive fork); the
+    benchmark parents only plan points and collect results.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_forked_entry, args=(fn, params, send))
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(timeout):
+            try:
+                return recv.recv()
+            except EOFError:
+                pass  # the child died before sending: reported below from its exit code
+        else:
+            proc.kill()
+            return {"status": "timeout", "reason": f"child ran past {timeout:.0f} s"}
+    finally:
+        proc.join()
+        recv.close()
+    reason = "killed (out of memory?)" if proc.exitcode == -9 else "failed"
+    return {"status": "error", "reason": f"{reason}: exit code {proc.exitcode}"}
+
+
+def run_point(script: Path, fn, params: dict, isolation: str, timeout: float | None) -> dict:
+    """Measure one point: in a forked child, a fresh interpreter (`exec`) or this process (`none`)."""
+    if isolation == "fork":
+        return run_forked(fn, params, timeout)
+    if isolation == "exec":
+        return run_child(script, params, timeout)
+    return fn(params)
+
+
 def report_child(result: dict) -> None:
     print(CHILD_PREFIX + json.dumps(result), flush=True)
 

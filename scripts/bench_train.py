@@ -208,9 +208,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default="outputs/bench", help="folder for the JSON and PNG")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, 2 points each")
     ap.add_argument(
-        "--no-isolate",
-        action="store_true",
-        help="measure in this process (faster; peaks then include earlier points)",
+        "--isolate",
+        default="auto",
+        choices=bc.ISOLATION,
+        help="where each point runs so its peak memory is its own: auto (fork on CPU, exec on\n"
+        "CUDA), fork, exec (fresh interpreter), none (this process; peaks include earlier points)",
     )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -231,6 +233,10 @@ def main(argv=None) -> dict:
         bc.report_child(measure(json.loads(args.child)))
         return {}
     device = bc.resolve_device(args.device)
+    isolation = bc.resolve_isolation(args.isolate, device)
+    script = Path(__file__).resolve()
+    if isolation == "fork":
+        bc.preload("torch", "transformers", "rmt", "rmt.modeling.model")
     preset = bc.PRESETS[args.backbone]
     segment_size = args.segment_size or preset.segment_size
     mem_tokens = preset.num_mem_tokens if args.mem_tokens is None else args.mem_tokens
@@ -245,7 +251,7 @@ def main(argv=None) -> dict:
         "steps": args.steps,
         "warmup": args.warmup,
         "dtype": args.dtype,
-        "isolated_processes": not args.no_isolate,
+        "isolation": isolation,
         "optimizer": "AdamW",
         "memory_fraction": args.memory_fraction,
     }
@@ -277,10 +283,8 @@ def main(argv=None) -> dict:
                     "checkpointing": ckpt,
                     "reason": f"predicted peak {predicted:.0f} MiB > memory budget {budget:.0f} MiB",
                 }
-            elif args.no_isolate:
-                point = measure(params)
             else:
-                point = bc.run_child(Path(__file__).resolve(), params, args.timeout)
+                point = bc.run_point(script, measure, params, isolation, args.timeout)
                 point.setdefault("segments", n)
                 point.setdefault("checkpointing", ckpt)
             bc.log(f"[bench_train] checkpointing={ckpt} segments={n}: {json.dumps(point)}")

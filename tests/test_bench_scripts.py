@@ -21,34 +21,24 @@ import bench_common as bc  # noqa: E402
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
+    """Both scripts at once, each point in a forked child (the default on CPU), as users run them."""
     out = tmp_path_factory.mktemp("bench")
     cmds = {
         "train": [SCRIPTS / "bench_train.py", "--segments", "1,2"],
         "infer": [SCRIPTS / "bench_infer.py", "--lengths", "64,256"],
     }
-    procs = {
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                *map(str, cmd),
-                "--quick",
-                "--no-isolate",
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-                "--out",
-                str(out),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name, cmd in cmds.items()
-    }
+    common = ["--quick", "--isolate", "fork", "--device", "cpu", "--threads", "1", "--out", out]
+    procs = {}
+    for name, cmd in cmds.items():
+        err = open(out / f"{name}.stderr", "w")  # a file, not a pipe: no blocking on a full pipe
+        procs[name] = subprocess.Popen(
+            [sys.executable, *map(str, cmd + common)], stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        err.close()
     results = {}
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=600)  # a hang guard; a busy box is slow
+        stdout, _ = proc.communicate(timeout=600)  # a hang guard; a busy box is slow
+        stderr = (out / f"{name}.stderr").read_text()
         assert proc.returncode == 0, f"{name} failed:\n{stderr[-3000:]}"
         results[name] = json.loads(stdout)
     return out, results
@@ -109,6 +99,30 @@ def test_child_protocol_reports_result_and_failures(tmp_path):
     res = bc.run_child(bad, {}, timeout=30)
     assert res["status"] == "error" and "exit code 3" in res["reason"]
     assert res["stderr_tail"] == ["boom"]
+
+
+def _fails(params):
+    raise RuntimeError(f"bad point {params['n']}")
+
+
+def _dies(params):
+    import os
+
+    os._exit(7)
+
+
+def test_forked_points_report_results_and_failures():
+    assert bc.run_forked(lambda p: {"status": "ok", "n": p["n"] + 1}, {"n": 1}, 60) == {
+        "status": "ok",
+        "n": 2,
+    }
+    res = bc.run_forked(_fails, {"n": 3}, 60)
+    assert res == {"status": "error", "reason": "RuntimeError: bad point 3"}
+    res = bc.run_forked(_dies, {}, 60)
+    assert res["status"] == "error" and "exit code 7" in res["reason"]
+    assert bc.resolve_isolation("auto", "cuda") == "exec"
+    with pytest.raises(SystemExit, match="CUDA"):
+        bc.resolve_isolation("fork", "cuda")
 
 
 def test_infer_skips_full_attention_predicted_past_budget():
