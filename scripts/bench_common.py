@@ -194,6 +194,8 @@ def machine_info(device: str, threads: int | None = None) -> dict:
         pass
     if hasattr(os, "getloadavg"):
         info["load_avg_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
+    if hasattr(os, "nice"):
+        info["nice"] = os.nice(0)  # scheduling priority of the benchmark (others may share the box)
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

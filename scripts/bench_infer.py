@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -257,6 +258,7 @@ def main(argv=None) -> dict:
         return {}
     device = bc.resolve_device(args.device)
     isolation = bc.resolve_isolation(args.isolate, device)
+    load_at_start, started = list(os.getloadavg()), time.perf_counter()
     script = Path(__file__).resolve()
     if isolation == "fork":
         bc.preload("torch", "transformers", "rmt", "rmt.modeling.model")
@@ -318,7 +320,11 @@ def main(argv=None) -> dict:
         "preset": vars(preset),
         "device": device,
         "settings": settings,
-        "machine": bc.machine_info(device, args.threads or None),
+        "machine": {
+            **bc.machine_info(device, args.threads or None),
+            "load_avg_at_start": [round(v, 2) for v in load_at_start],
+        },
+        "total_wall_s": round(time.perf_counter() - started, 1),
         "points": points,
         "targets": check_targets(points),
         "command": " ".join(["python", "scripts/bench_infer.py", *(argv or sys.argv[1:])]),
