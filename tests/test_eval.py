@@ -282,3 +282,33 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path: Path):
         tmp_path / "named",
     )  # fmt: skip
     assert [r.model for r in rows] == ["small", "big"]
+    rows = run_eval_inprocess(  # one job alone is still named by what its sweep varied
+        [f"checkpoint={jobs[1]}", "lengths=[0k]", "samples=1", "progress_bar=false"],
+        tmp_path / "one",
+    )
+    assert [r.model for r in rows] == ["memory.num_tokens=4"]
+
+
+def test_background_override(run_dir: Path, tmp_path: Path):
+    """background.kind/path replace the run's background; the stories stay the same."""
+    words = "the a ship sea wind calm grey stone road long old city river bright night".split()
+    text = " ".join(
+        " ".join(words[(i * 7 + j) % len(words)] for j in range(9)).capitalize() + "."
+        for i in range(60)
+    )
+    (tmp_path / "bg.txt").write_text(text)
+    common = [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[128]", "samples=2",
+              "progress_bar=false"]  # fmt: skip
+    run_eval_inprocess(common, tmp_path / "builtin")
+    run_eval_inprocess(
+        [*common, "background.kind=files", f"background.path={tmp_path / 'bg.txt'}"],
+        tmp_path / "files",
+    )
+    meta = json.loads((tmp_path / "files" / "results.json").read_text())["meta"]
+    assert meta["config"]["background"]["kind"] == "files"
+
+    def preds(name):
+        lines = (tmp_path / name / "predictions.jsonl").read_text().splitlines()
+        return [json.loads(x)["target"] for x in lines]
+
+    assert preds("files") == preds("builtin")

@@ -150,6 +150,8 @@ def test_eval_config_errors(good_run: Path, tmp_path: Path):
         ([f"checkpoint={good_run}", "samples=0"], "samples=0"),
         ([f"checkpoint={good_run}", "position=[0.5,0.2]"], "position="),
         ([f"checkpoint={good_run}", "names=[a,b]"], "one name per checkpoint"),
+        ([f"checkpoint={good_run}", "background.kind=nope"], "background.kind='nope'"),
+        ([f"checkpoint={good_run}", "background.kind=files", "background.path=/nonexistent"], "nonexistent"),
         ([f"checkpoint={good_run}", "device=cuda:3"] if not torch.cuda.is_available() else [], "no CUDA device|no checkpoint"),
     ]  # fmt: skip
     for overrides, message in cases:

@@ -8,8 +8,8 @@ the input shows up in RSS instead of hiding in already-freed heap.
 What may grow: the prompt itself (token ids as Python lists and one int64 tensor, about 40
 bytes per token while a sample is built). What must not: anything per token inside the model
 (hidden states: >= 4 * hidden bytes per token and layer; logits: 4 * vocab bytes per token).
-The control run keeps full logits (``model(..., return_logits=True)``) and must show the
-growth, proving the measurement can see it.
+The control run keeps full logits (``model(..., return_logits=True)``, 4 * vocab bytes a token)
+and must show that per-token cost, proving the measurement can see it.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def _longrun(args: list[str], out: Path, timeout: int, *, exact_malloc: bool = T
 
 
 def test_peak_memory_flat_from_4k_to_32k(tmp_path: Path):
-    results = _longrun(["--lengths", "4k", "32k", "--control"], tmp_path / "m.jsonl", 90)
+    results = _longrun(["--lengths", "4k", "32k", "--control"], tmp_path / "m.jsonl", 300)
     short, long, control = results
-    assert (short["length"], long["length"], control["length"]) == (4096, 32768, 32768)
+    assert (short["length"], long["length"], control["length"]) == (4096, 32768, 4096)
     assert short["n"] == long["n"] == 1
     extra_tokens = long["length"] - short["length"]
     growth = (long["peak_delta_mb"] - short["peak_delta_mb"]) * 2**20
@@ -55,13 +55,15 @@ def test_peak_memory_flat_from_4k_to_32k(tmp_path: Path):
     assert long["peak_rss_mb"] < 1.5 * short["peak_rss_mb"]
     # the measurement does see per-token memory when an implementation keeps it
     assert control["peak_delta_mb"] * 2**20 / control["length"] > 1024, results
-    assert control["peak_delta_mb"] > 10 * max(long["peak_delta_mb"], 1.0), results
+    assert control["peak_delta_mb"] > 10 * max(short["peak_delta_mb"], 1.0), results
 
 
 @pytest.mark.slow
 def test_one_million_tokens_on_cpu(tmp_path: Path):
     """A tiny model scores a 1M-token BABILong sample on CPU with flat working memory."""
-    results = _longrun(["--lengths", "32k", "1M"], tmp_path / "m.jsonl", 1200, exact_malloc=False)
+    results = _longrun(
+        ["--lengths", "32k", "1M", "--phases"], tmp_path / "m.jsonl", 1200, exact_malloc=False
+    )
     small, big = results
     assert big["length"] == 1 << 20 and big["n"] == 1 and big["prompt_tokens"] > 1 << 20
     extra = big["length"] - small["length"]

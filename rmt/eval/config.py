@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from rmt.config.schema import BackgroundConfig
+from rmt.config.schema import BACKGROUND_KINDS, BackgroundConfig
 
 DATA_SOURCES = ("generated", "local", "hub")
 
@@ -37,6 +37,16 @@ class EvalDataConfig:
 
 
 @dataclass
+class EvalBackgroundConfig(BackgroundConfig):
+    """The training schema's background, with ``kind=None`` meaning "the run's own".
+
+    Plain keys, so ``background.kind=files background.path=/my/text`` overrides it.
+    """
+
+    kind: str | None = None  # None = the run's task.background; builtin | files | hf
+
+
+@dataclass
 class EvalConfig:
     """Root config of ``rmt-eval``."""
 
@@ -50,7 +60,7 @@ class EvalConfig:
     max_batch_tokens: int = 65536  # fewer samples per batch at long lengths; 1 beyond this
     seed: int = 0
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    background: BackgroundConfig | None = None  # None = the run's task.background
+    background: EvalBackgroundConfig = field(default_factory=EvalBackgroundConfig)
     position: list[float] | None = None  # fact placement [start, end]; None = the run's
     max_new_tokens: int = 8
     baseline: bool = False  # also score the backbone alone on the end of the input
@@ -107,6 +117,11 @@ def validate(cfg: DictConfig) -> None:
             parse_length(str(length))
         except ValueError as exc:
             raise ValueError(f"lengths: {exc}") from exc
+    if cfg.background.kind is not None and cfg.background.kind not in BACKGROUND_KINDS:
+        raise ValueError(
+            f"background.kind={cfg.background.kind!r}: unknown; use one of "
+            f"{', '.join(BACKGROUND_KINDS)} (or leave it null for the run's own background)."
+        )
     if cfg.tasks is not None and not cfg.tasks:
         raise ValueError("tasks is empty; give e.g. tasks=[qa1,qa2], or leave it unset.")
     if cfg.position is not None:

@@ -278,26 +278,41 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def display_names(checks) -> list[str]:
-    """Names for the table: run folder names, or a sweep job's own overrides.
+    """Names for the table: run folder names, or a sweep job's swept overrides.
 
-    Jobs of a multirun are numbered folders (``0``, ``1``, ...); their name is the overrides
-    that differ between the evaluated jobs (``memory.num_tokens=4``), which is what a reader
-    of the table wants to know.
+    Jobs of a multirun are numbered folders (``0``, ``1``, ...) next to each other; a job is
+    named by the overrides whose value differs between the jobs of its sweep
+    (``memory.num_tokens=4``), which is what a reader of the table wants to know.
     """
-    import yaml
-
     names = unique_names([ck.run_dir or ck.best_dir for ck in checks])
-    overrides = []
-    for ck in checks:
-        file = (ck.run_dir / ".hydra" / "overrides.yaml") if ck.run_dir else None
-        if file is None or not ck.run_dir.name.isdigit() or not file.is_file():
-            return names
-        overrides.append([str(o) for o in (yaml.safe_load(file.read_text()) or [])])
-    shared = set.intersection(*(set(o) for o in overrides)) if len(overrides) > 1 else set()
-    swept = [" ".join(o for o in ovr if o not in shared) for ovr in overrides]
+    swept = [_swept_overrides(ck.run_dir) for ck in checks]
     if all(swept) and len(set(swept)) == len(swept):
         return swept
     return names
+
+
+def _job_overrides(job: Path) -> list[str] | None:
+    import yaml
+
+    file = job / ".hydra" / "overrides.yaml"
+    if not job.name.isdigit() or not file.is_file():
+        return None
+    return [str(o) for o in (yaml.safe_load(file.read_text()) or [])]
+
+
+def _swept_overrides(run_dir: Path | None) -> str | None:
+    """``"k=v ..."`` for the keys that differ between this job and its sibling jobs."""
+    mine = _job_overrides(run_dir) if run_dir is not None else None
+    if mine is None:
+        return None
+    siblings = [o for p in run_dir.parent.iterdir() if p.is_dir() and (o := _job_overrides(p))]
+    values: dict[str, set[str]] = {}
+    for ovr in siblings:
+        for item in ovr:
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    swept = [item for item in mine if len(values.get(item.partition("=")[0], ())) > 1]
+    return " ".join(swept) or None
 
 
 def heatmap_filename(row: EvalResult) -> str:
@@ -360,7 +375,9 @@ def run_eval(cfg) -> list[EvalResult]:
                 f"tasks: unknown task names {unknown}; use names from {sorted(TASK_LABELS)}, "
                 "e.g. tasks=[qa1,qa2]."
             )
-        background = cfg.background if cfg.background is not None else ck.run_config.task.background
+        background = ck.run_config.task.background
+        if cfg.background.kind is not None:  # an explicit background replaces the run's
+            background = cfg.background
         position = cfg.position if cfg.position is not None else ck.run_config.task.position
         model, tokenizer = ckpt_io.load(ck, device=device, dtype=cfg.dtype)
         make_items = item_factory(

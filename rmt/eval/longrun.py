@@ -1,6 +1,6 @@
 """Time and peak memory of evaluating very long inputs (up to 1M tokens and beyond) on CPU.
 
-    python -m rmt.eval.longrun --lengths 4k 32k 1M               # tiny random model, offline
+    python -m rmt.eval.longrun --lengths 4k 32k 1M --phases      # tiny random model, offline
     python -m rmt.eval.longrun --checkpoint <run dir> --lengths 1M
     python -m rmt.eval.longrun --lengths 4k 32k --control         # also the non-streaming path
     MALLOC_MMAP_THRESHOLD_=65536 python -m rmt.eval.longrun ...   # exact RSS accounting (glibc)
@@ -128,7 +128,14 @@ def sample_factory(tokenizer, *, seed: int = 0):
 
 
 def measure(
-    model, tokenizer, task: str, length: int, *, make_items=None, control: bool = False
+    model,
+    tokenizer,
+    task: str,
+    length: int,
+    *,
+    make_items=None,
+    control: bool = False,
+    phases: bool = False,
 ) -> dict:
     """Score one generated sample of ``length`` tokens; return time and peak memory."""
     from rmt.eval.evaluate import evaluate_model
@@ -164,7 +171,7 @@ def measure(
         t0 = time.perf_counter()
         info = run()
         seconds = time.perf_counter() - t0
-    if not control:
+    if phases and not control:
         info.update(_phases(model, tokenizer, task, length, make_items))
     return {
         "mode": "full_logits_control" if control else "rmt_eval",
@@ -218,7 +225,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--task", default="qa1")
     parser.add_argument("--segment-size", type=int, default=512)
     parser.add_argument(
-        "--control", action="store_true", help="also measure full logits at the longest length"
+        "--control", action="store_true", help="also measure full logits at the shortest length"
+    )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="also measure building the sample and scoring it separately (runs each twice)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write the JSON lines here too")
@@ -241,11 +253,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     measure(model, tokenizer, args.task, warm_up, make_items=make_items)
     results = []
     for length in lengths:
-        results.append(measure(model, tokenizer, args.task, length, make_items=make_items))
-        print(json.dumps(results[-1]), flush=True)
-    if args.control:  # at the longest length only: it is the expensive one
         results.append(
-            measure(model, tokenizer, args.task, max(lengths), make_items=make_items, control=True)
+            measure(model, tokenizer, args.task, length, make_items=make_items, phases=args.phases)
+        )
+        print(json.dumps(results[-1]), flush=True)
+    if args.control:  # at the shortest length: per-token growth shows at any length, cheaply
+        results.append(
+            measure(model, tokenizer, args.task, min(lengths), make_items=make_items, control=True)
         )
         print(json.dumps(results[-1]), flush=True)
     if args.out:
