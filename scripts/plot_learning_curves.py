@@ -19,14 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_curve(run_dir: Path, metric: str) -> list[tuple[float, int, float]]:
-    """(minutes, step, value) for every validation event of a run that has `metric`."""
+    """(minutes, step, value) for every validation event of a run (`"split": "valid"` lines)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise SystemExit(f"{path} not found: give the folder of an rmt-train run")
     points = []
     for line in path.read_text().splitlines():
         event = json.loads(line)
-        if metric in event and "minutes" in event:
+        if event.get("split") == "valid" and metric in event and "minutes" in event:
             points.append((event["minutes"], event["step"], event[metric]))
     return points
 
@@ -34,7 +34,7 @@ def read_curve(run_dir: Path, metric: str) -> list[tuple[float, int, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders, optionally RUN=LABEL")
-    parser.add_argument("--metric", default="valid/accuracy")
+    parser.add_argument("--metric", default="accuracy", help="key of the validation events")
     parser.add_argument("--chance", type=float, default=None, help="draw a chance-level line")
     parser.add_argument("--out", default="outputs/bench/learning_curves.png")
     args = parser.parse_args()
@@ -50,7 +50,7 @@ def main() -> None:
     if args.chance is not None:
         ax.axhline(100 * args.chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xlabel("wall-clock minutes")
-    ax.set_ylabel(f"{args.metric} (%)")
+    ax.set_ylabel(f"validation {args.metric} (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
