@@ -32,3 +32,14 @@ def fast_cfg(tmp_path):
         return cfg
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; reset them so each test's Accelerator settings
+    (e.g. bf16 in one test, fp32 in the next) apply instead of the first test's."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
