@@ -38,7 +38,7 @@ class BackbonePreset:
 
 PRESETS = {
     # The tiny default backbone: small enough that the per-segment Python overhead shows up.
-    "tiny": BackbonePreset("llama", 512, 128, 2, 4, 128, 16, max_positions=256),
+    "tiny": BackbonePreset("llama", 512, 128, 2, 8, 128, 16, max_positions=256),
     # GPT-2 small sized (124M parameters with its 1024 positions), random init: no download needed.
     "gpt2-small": BackbonePreset("gpt2", 50257, 768, 12, 12, 512, 16, max_positions=1024),
 }

@@ -174,6 +174,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend()
+    ax_speed.set_ylim(bottom=0)
     ax_mem.set_ylim(bottom=0)
     fig.suptitle(
         f"RMT training step, {result['backbone']} backbone, {result['device']} "
