@@ -82,7 +82,11 @@ def test_default_is_the_offline_memory_demo():
     assert cfg.task.facts_before_last_segment and cfg.task.background.kind == "builtin"
     assert [list(s.segments) for s in cfg.task.curriculum] == [[2], [2], [2]]
     # fact-count curriculum: 1 fact, then 2, then the validated task (2-4 facts)
-    assert [(s.min_facts, s.max_facts) for s in cfg.task.curriculum] == [(1, 1), (2, 2), (None, None)]
+    assert [(s.min_facts, s.max_facts) for s in cfg.task.curriculum] == [
+        (1, 1),
+        (2, 2),
+        (None, None),
+    ]
     assert (cfg.task.min_facts, cfg.task.max_facts) == (2, 4)
     assert cfg.segment.size == 32 and cfg.memory.num_tokens == 10
     assert cfg.backbone.family == "llama" and cfg.trainer.aux_lm_loss == 1.0

@@ -14,13 +14,7 @@ import rmt
 from rmt.eval import checkpoint as ckpt_io
 from rmt.eval.checkpoint import CheckpointError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

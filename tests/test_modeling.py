@@ -354,3 +354,21 @@ def test_invalid_settings_fail_with_field_name(kwargs, match):
     base = {"num_mem_tokens": 2, "segment_size": 8}
     with pytest.raises(ValueError, match=match):
         RMTConfig(backbone_config=bb, **{**base, **kwargs})
+
+
+def test_last_segment_is_not_checkpointed(monkeypatch):
+    """Recomputing the last segment would only cost time: its backward follows its forward at once."""
+    import rmt.modeling.model as model_module
+
+    calls = []
+    real = model_module.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "checkpoint", counting)
+    model = make_model("llama", mem=2, seg=4, segment_checkpointing=True).train()
+    ids = rand_ids(1, 20)  # 5 segments
+    model(ids, labels=ids).loss.backward()
+    assert len(calls) == 4
