@@ -304,6 +304,35 @@ def write_outputs(out_dir: Path, stem: str, result: dict) -> Path:
     return path
 
 
+def finish(
+    *, benchmark: str, script: str, stem: str, args, preset, device: str, settings: dict, load_at_start,
+    started: float, points: list[dict], targets: dict, argv, plot_fn,
+) -> dict:  # fmt: skip
+    """Assemble a benchmark's JSON document, write it with its plot, print it, and return it."""
+    result = {
+        "benchmark": benchmark,
+        "backbone": args.backbone,
+        "preset": vars(preset),
+        "device": device,
+        "settings": settings,
+        "machine": {
+            **machine_info(device, args.threads or None),
+            "load_avg_at_start": [round(v, 2) for v in load_at_start],
+        },
+        "total_wall_s": round(time.perf_counter() - started, 1),
+        "points": points,
+        "targets": targets,
+        "command": " ".join(["python", script, *(argv or sys.argv[1:])]),
+    }
+    out = Path(args.out)
+    result["json_path"] = str(out / f"{stem}.json")
+    result["plot_path"] = str(out / f"{stem}.png")
+    write_outputs(out, stem, result)
+    plot_fn(result, out / f"{stem}.png")
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

@@ -314,29 +314,21 @@ def main(argv=None) -> dict:
             bc.log(f"[bench_infer] {method} length={length}: {json.dumps(point)}")
             done.append(point)
             points.append(point)
-    result = {
-        "benchmark": "read_and_answer",
-        "backbone": args.backbone,
-        "preset": vars(preset),
-        "device": device,
-        "settings": settings,
-        "machine": {
-            **bc.machine_info(device, args.threads or None),
-            "load_avg_at_start": [round(v, 2) for v in load_at_start],
-        },
-        "total_wall_s": round(time.perf_counter() - started, 1),
-        "points": points,
-        "targets": check_targets(points),
-        "command": " ".join(["python", "scripts/bench_infer.py", *(argv or sys.argv[1:])]),
-    }
-    out = Path(args.out)
-    stem = f"infer_{args.backbone}_{device}"
-    result["json_path"] = str(out / f"{stem}.json")
-    result["plot_path"] = str(out / f"{stem}.png")
-    bc.write_outputs(out, stem, result)
-    plot(result, out / f"{stem}.png")
-    print(json.dumps(result, indent=2))
-    return result
+    return bc.finish(
+        script="scripts/bench_infer.py",
+        benchmark="read_and_answer",
+        stem=f"infer_{args.backbone}_{device}",
+        args=args,
+        preset=preset,
+        device=device,
+        settings=settings,
+        load_at_start=load_at_start,
+        started=started,
+        points=points,
+        targets=check_targets(points),
+        argv=argv,
+        plot_fn=plot,
+    )
 
 
 if __name__ == "__main__":

@@ -293,29 +293,21 @@ def main(argv=None) -> dict:
             bc.log(f"[bench_train] checkpointing={ckpt} segments={n}: {json.dumps(point)}")
             points.append(point)
             done.append(point)
-    result = {
-        "benchmark": "train_step",
-        "backbone": args.backbone,
-        "preset": vars(preset),
-        "device": device,
-        "settings": settings,
-        "machine": {
-            **bc.machine_info(device, args.threads or None),
-            "load_avg_at_start": [round(v, 2) for v in load_at_start],
-        },
-        "total_wall_s": round(time.perf_counter() - started, 1),
-        "points": points,
-        "targets": check_targets(points),
-        "command": " ".join(["python", "scripts/bench_train.py", *(argv or sys.argv[1:])]),
-    }
-    out = Path(args.out)
-    stem = f"train_{args.backbone}_{device}"
-    result["json_path"] = str(out / f"{stem}.json")
-    result["plot_path"] = str(out / f"{stem}.png")
-    bc.write_outputs(out, stem, result)
-    plot(result, out / f"{stem}.png")
-    print(json.dumps(result, indent=2))
-    return result
+    return bc.finish(
+        script="scripts/bench_train.py",
+        benchmark="train_step",
+        stem=f"train_{args.backbone}_{device}",
+        args=args,
+        preset=preset,
+        device=device,
+        settings=settings,
+        load_at_start=load_at_start,
+        started=started,
+        points=points,
+        targets=check_targets(points),
+        argv=argv,
+        plot_fn=plot,
+    )
 
 
 if __name__ == "__main__":
