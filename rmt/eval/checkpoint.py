@@ -41,6 +41,17 @@ class Checkpoint:
         return (self.run_dir or self.best_dir).name
 
 
+def _read_json(path: Path):
+    """A checkpoint's JSON file, or a CheckpointError saying it is damaged."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({exc}); the checkpoint is damaged. "
+            "Copy it again from the training machine."
+        ) from exc
+
+
 def resolve(path: str | Path) -> tuple[Path, Path | None]:
     """Map a run folder or a ``best/`` folder to ``(best_dir, run_dir)``."""
     given = Path(path).expanduser()
@@ -105,13 +116,7 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
             "Copy the whole best/ folder again, or point checkpoint= at a complete run."
         )
 
-    try:
-        hf_config = json.loads((best_dir / "config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{best_dir / 'config.json'} is not valid JSON ({exc}); the checkpoint is damaged. "
-            "Copy it again from the training machine."
-        ) from exc
+    hf_config = _read_json(best_dir / "config.json")
     model_type = hf_config.get("model_type")
     if model_type != RMTConfig.model_type:
         raise CheckpointError(
@@ -121,13 +126,7 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
             "RMTForCausalLM.from_backbone and save_pretrained."
         )
 
-    try:
-        state = json.loads((best_dir / "trainer_state.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{best_dir / 'trainer_state.json'} is not valid JSON ({exc}); the checkpoint is "
-            "damaged. Copy it again."
-        ) from exc
+    state = _read_json(best_dir / "trainer_state.json")
     version = state.get("rmt_version") if isinstance(state, dict) else None
     if version is None:
         raise CheckpointError(
