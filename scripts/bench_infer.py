@@ -46,7 +46,7 @@ def build(p: dict):
         bb = bc.backbone_config(preset, max(preset.max_positions, seg + 2 * mem + p["new_tokens"]))
         cfg = RMTConfig(backbone_config=bb, num_mem_tokens=mem, segment_size=seg)
         model = RMTForCausalLM(cfg)
-        lm = model.causal_lm
+        lm = model.backbone
     else:
         bb = bc.backbone_config(preset, max(preset.max_positions, p["length"] + p["new_tokens"]))
         model = lm = AutoModelForCausalLM.from_config(bb)

@@ -301,7 +301,7 @@ def naive_greedy(model, ids, steps):
     out = []
     for _ in range(steps):
         x = torch.cat([mems[0], emb(seq)])[None]
-        logits = model.causal_lm(inputs_embeds=x).logits
+        logits = model.backbone(inputs_embeds=x).logits
         nxt = logits[0, -1].argmax()
         out.append(nxt)
         seq = torch.cat([seq, nxt[None]])

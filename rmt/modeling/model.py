@@ -96,16 +96,11 @@ class RMTForCausalLM(PreTrainedModel):
             if "lora_" not in name:
                 param.requires_grad_(False)
 
-    @property
-    def causal_lm(self) -> PreTrainedModel:
-        """The wrapped HF causal LM (LoRA adapters, if any, are injected into it in place)."""
-        return self.backbone
-
     def get_input_embeddings(self):
-        return self.causal_lm.get_input_embeddings()
+        return self.backbone.get_input_embeddings()
 
     def get_output_embeddings(self):
-        return self.causal_lm.get_output_embeddings()
+        return self.backbone.get_output_embeddings()
 
     def _use_checkpointing(self, n_steps: int) -> bool:
         mode = self.config.segment_checkpointing
@@ -125,7 +120,7 @@ class RMTForCausalLM(PreTrainedModel):
         cols: torch.Tensor,  # [K] column (within the segment) of each hidden state to return
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run `[mem ; seg ; pad ; mem]` through the backbone; return (new memory, selected hidden states)."""
-        lm = self.causal_lm
+        lm = self.backbone
         emb = lm.get_input_embeddings()(seg_ids)
         m = self.config.num_mem_tokens
         memory = memory.to(emb.dtype)
@@ -308,7 +303,7 @@ class RMTForCausalLM(PreTrainedModel):
         no write memory, and the backbone's own `generate` (greedy, sampling, beams, ...) continues it.
         """
         x, mask = self.prepare_final_segment(input_ids, attention_mask)
-        lm = self.causal_lm
+        lm = self.backbone
         limit = self.config.max_backbone_positions()
         new = generate_kwargs.get("max_new_tokens") or getattr(
             lm.generation_config, "max_new_tokens", None
