@@ -54,3 +54,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_rmt():
+    """Factory: a seeded tiny random `RMTForCausalLM` (hidden 32, 2 layers) in eval mode.
+
+    `tiny_rmt("gpt2", mem=3, seg=6, bptt_depth=2)`: the keyword arguments after `positions` and
+    `vocab` go to `RMTConfig`. Every call with the same arguments returns the same weights.
+    """
+    import torch
+
+    from rmt import RMTConfig, RMTForCausalLM
+    from rmt.modeling.backbones import tiny_backbone_config
+
+    def make(family="llama", *, mem=4, seg=8, positions=64, vocab=97, **rmt_kwargs):
+        torch.manual_seed(0)
+        bb = tiny_backbone_config(
+            family, vocab_size=vocab, hidden_size=32, num_layers=2, num_heads=4,
+            max_positions=positions,
+        )  # fmt: skip
+        config = RMTConfig(backbone_config=bb, num_mem_tokens=mem, segment_size=seg, **rmt_kwargs)
+        return RMTForCausalLM(config).eval()
+
+    return make
