@@ -80,7 +80,8 @@ def recall_model():
     """Llama-style, 2 memory tokens, segments of 6, trained ~150 steps (seconds) to answer the key.
 
     Training prompts have 8 to 15 tokens (2 or 3 segments), so the key always crosses one or two
-    memory transitions; the fixture checks that the model learned before any test uses it.
+    memory transitions. The fixture checks (through `forward`) that the model learned before any test
+    uses it, so a bug that breaks training or `forward` shows up as a setup error of those tests.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -107,11 +108,10 @@ def recall_model():
         model.eval()
         keys = torch.tensor(list(KEYS) * 4)
         for length in (9, 12, 17):
+            # Checked through `forward`, so that a bug in generation fails the tests, not this.
             with torch.no_grad():
-                answers = model.generate(
-                    recall_prompts(keys, length, seed=length), max_new_tokens=1
-                )
-            accuracy = (answers[:, 0] == keys).float().mean().item()
+                logits = model(recall_prompts(keys, length, seed=length), return_logits=True).logits
+            accuracy = (logits[:, -1].argmax(-1) == keys).float().mean().item()
             assert accuracy == 1.0, f"recall_model did not learn (accuracy {accuracy} at {length})"
     finally:
         torch.set_num_threads(threads)
