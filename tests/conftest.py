@@ -1,25 +1,24 @@
-"""Shared helpers: compose rmt's packaged Hydra configs in-process (no CLI, no run folder)."""
+"""Fixtures shared by all tests; plain helper functions live in ``helpers.py``.
+
+``pytest --reverse`` runs the collected tests in reverse order, to catch tests that only pass
+after (or before) another one.
+"""
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import pytest
-
-CONF_DIR = str(files("rmt") / "conf")
-
-# A run that takes a few seconds on CPU: the debug preset without console noise.
-FAST = ["debug=fast", "trainer.progress_bar=false"]
+from helpers import FAST, compose_config, logging_restored
 
 
-def compose_config(overrides=(), config_name: str = "train"):
-    """Compose ``rmt/conf/<config_name>.yaml`` with Hydra's compose API."""
-    from hydra import compose, initialize_config_dir
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse", action="store_true", help="run the tests in reverse order (order checks)"
+    )
 
-    import rmt.config.schema  # noqa: F401  (registers the schemas)
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()
 
 
 @pytest.fixture
@@ -43,6 +42,13 @@ def _fresh_accelerate_state():
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Every test leaves the logging setup as it found it (see ``helpers.logging_restored``)."""
+    with logging_restored():
+        yield
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, checkout_env
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import bench_common as bc  # noqa: E402
@@ -32,8 +32,9 @@ def quick_runs(tmp_path_factory):
     for name, cmd in cmds.items():
         err = open(out / f"{name}.stderr", "w")  # a file, not a pipe: no blocking on a full pipe
         procs[name] = subprocess.Popen(
-            [sys.executable, *map(str, cmd + common)], stdout=subprocess.PIPE, stderr=err, text=True
-        )
+            [sys.executable, *map(str, cmd + common)], stdout=subprocess.PIPE, stderr=err,
+            text=True, env=checkout_env(),  # the scripts import this checkout's rmt
+        )  # fmt: skip
         err.close()
     results = {}
     for name, proc in procs.items():

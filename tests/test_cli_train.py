@@ -1,31 +1,24 @@
 """The real ``rmt-train`` CLI: a pre-empted run (SIGTERM), its resume, and rmt-eval on it.
 
-The console script runs as a subprocess once (it must receive a real SIGTERM); the other
-invocations call the same Hydra ``main`` in this process, because every interpreter start
-costs seconds of torch + transformers imports. One run folder is shared by the module.
+The CLI runs as a subprocess once (``python -m rmt.cli.train`` of this checkout; it must receive
+a real SIGTERM); the other invocations call the same Hydra ``main`` in this process, because
+every interpreter start costs seconds of torch + transformers imports. One run folder is shared
+by the module. Signals at chosen steps and exact resume are in test_train_signals.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import checkout_env, main_in_process, python_module
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HYDRA_FULL_ERROR": "0"}
-
-
-def _cli(name: str) -> list[str]:
-    """The installed console script, or its module when the package is not installed."""
-    exe = shutil.which(name)
-    module = {"rmt-train": "rmt.cli.train", "rmt-eval": "rmt.cli.eval"}[name]
-    return [exe] if exe else [sys.executable, "-m", module]
+from rmt.train.checkpoint import resolve_checkpoint
 
 
 def _steps(run: Path, split: str) -> list[int]:
@@ -33,59 +26,64 @@ def _steps(run: Path, split: str) -> list[int]:
     return [e["step"] for e in events if e["split"] == split]
 
 
-def _main_in_process(monkeypatch, *args: str, cli: str = "rmt-train") -> int:
-    """Run a CLI's real ``main`` in this process (no new interpreter: no import cost)."""
-    import importlib
+@dataclass
+class Preempted:
+    """What the pre-empted run left, read before any other test touches its folder."""
 
-    module = importlib.import_module(
-        {"rmt-train": "rmt.cli.train", "rmt-eval": "rmt.cli.eval"}[cli]
-    )
-    monkeypatch.setattr(sys, "argv", [cli, *args])
-    try:
-        module.main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+    root: Path
+    run: Path
+    code: int
+    out: str
+    state: dict  # last/trainer_state.json
+    train_steps: list[int]
+    had_summary: bool
 
 
 @pytest.fixture(scope="module")
-def preempted(tmp_path_factory):
-    """``rmt-train debug=fast`` with no step limit, stopped by SIGTERM after it logged."""
+def preempted(tmp_path_factory) -> Preempted:
+    """``rmt-train debug=fast`` with no step limit, stopped by SIGTERM once it saved last/."""
     root = tmp_path_factory.mktemp("cli")
     run = root / "run"
-    proc = subprocess.Popen(
-        [*_cli("rmt-train"), "debug=fast", f"hydra.run.dir={run}", "trainer.max_steps=100000",
-         "trainer.eval_every=3", "trainer.progress_bar=false"],
-        cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 180
-    metrics = run / "metrics.jsonl"
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and '"split": "valid"' in metrics.read_text():
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    log = root / "out.txt"
+    with log.open("w") as out:  # a file, not a pipe: a full pipe would block the child
+        proc = subprocess.Popen(
+            [*python_module("rmt.cli.train"), "debug=fast", f"hydra.run.dir={run}",
+             "trainer.max_steps=100000", "trainer.eval_every=3", "trainer.progress_bar=false"],
+            cwd=root, env=checkout_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    # the condition the test needs: a validation ran and last/ holds a complete checkpoint
+    deadline = time.monotonic() + 300  # a hang guard only; a loaded machine is slow
+    while resolve_checkpoint(run / "last") is None and proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"no checkpoint after 300 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    assert proc.poll() is None, log.read_text()[-3000:]
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    return root, run, proc.returncode, out
+    code = proc.wait(timeout=300)
+    return Preempted(
+        root=root, run=run, code=code, out=log.read_text(),
+        state=json.loads((run / "last" / "trainer_state.json").read_text()),
+        train_steps=_steps(run, "train"), had_summary=(run / "summary.json").exists(),
+    )  # fmt: skip
 
 
 def test_sigterm_saves_last_and_exits(preempted):
-    _, run, code, out = preempted
-    assert code == 128 + signal.SIGTERM, out[-3000:]
-    state = json.loads((run / "last" / "trainer_state.json").read_text())
-    assert state["step"] >= 3 and state["step"] == _steps(run, "train")[-1]
-    assert (run / "best").is_dir() and (run / ".hydra" / "config.yaml").is_file()
-    assert not (run / "summary.json").exists()
-    assert "resume with: rmt-train resume=" in out
+    p = preempted
+    assert p.code == 128 + signal.SIGTERM, p.out[-3000:]
+    assert p.state["step"] >= 3 and p.state["step"] == p.train_steps[-1]
+    assert (p.run / "best").is_dir() and (p.run / ".hydra" / "config.yaml").is_file()
+    assert not p.had_summary
+    assert f"resume with: rmt-train resume={p.run}" in p.out
 
 
 @pytest.fixture(scope="module")
 def resumed(preempted):
-    root, run, _, _ = preempted
-    stopped_at = json.loads((run / "last" / "trainer_state.json").read_text())["step"]
+    root, run = preempted.root, preempted.run
+    stopped_at = preempted.state["step"]
     with pytest.MonkeyPatch.context() as mp:
-        code = _main_in_process(mp, f"resume={run}", f"trainer.max_steps={stopped_at + 2}")
+        code = main_in_process(mp, f"resume={run}", f"trainer.max_steps={stopped_at + 2}")
     return root, run, stopped_at, code
 
 
@@ -106,7 +104,7 @@ def test_rmt_eval_reads_what_rmt_train_wrote(resumed, monkeypatch):
     out_dir = root / "eval"
     args = (f"checkpoint={run}", "lengths=[0k]", "samples=4", f"hydra.run.dir={out_dir}",
             "progress_bar=false")  # fmt: skip
-    assert _main_in_process(monkeypatch, *args, cli="rmt-eval") == 0
+    assert main_in_process(monkeypatch, *args, cli="rmt-eval") == 0
     assert (out_dir / "results.json").is_file()
 
 
@@ -114,7 +112,7 @@ def test_existing_run_folder_is_refused(resumed, monkeypatch, capsys):
     root, run, _, _ = resumed
     before = sorted(p.stat().st_mtime_ns for p in (run / ".hydra").iterdir() if p.is_file())
     metrics = (run / "metrics.jsonl").read_text()
-    assert _main_in_process(monkeypatch, "debug=fast", f"hydra.run.dir={run}") == 2
+    assert main_in_process(monkeypatch, "debug=fast", f"hydra.run.dir={run}") == 2
     err = capsys.readouterr().err
     assert "never overwritten" in err and f"resume={run}" in err
     assert (run / "metrics.jsonl").read_text() == metrics
@@ -123,8 +121,42 @@ def test_existing_run_folder_is_refused(resumed, monkeypatch, capsys):
 
 
 def test_impossible_config_fails_before_training_with_the_fix(tmp_path, monkeypatch, capsys):
+    import logging
+
+    handlers = list(logging.getLogger().handlers)
     run = tmp_path / "run"
-    assert _main_in_process(monkeypatch, "segment.size=250", f"hydra.run.dir={run}") == 2
+    assert main_in_process(monkeypatch, "segment.size=250", f"hydra.run.dir={run}") == 2
     err = capsys.readouterr().err
     assert "segment.size=250" in err and "lower segment.size to 236" in err
     assert not (run / "metrics.jsonl").exists()
+    # Hydra's job logging (console + train.log handlers) is gone again: left in place, its
+    # handlers outlive this test's capture stream and break every later log call
+    assert logging.getLogger().handlers == handlers
+
+
+def test_cfg_job_prints_the_config_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default run folder would be under ./outputs
+    code = main_in_process(monkeypatch, "--cfg", "job", "debug=fast", "memory.num_tokens=7")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "num_tokens: 7" in printed and "max_steps: 4" in printed  # composed: debug + override
+    assert "hydra:" not in printed  # the job's config only
+    assert list(tmp_path.iterdir()) == []  # no run folder, no outputs/
+
+
+def test_cli_returns_the_best_metric_for_sweepers(monkeypatch):
+    """What Hydra's launcher hands an optimising sweeper: ``main``'s return value."""
+    from omegaconf import OmegaConf
+
+    from rmt.cli import train as train_cli
+    from rmt.train import loop
+
+    task_function = train_cli.main.__wrapped__  # what Hydra's run_job calls
+    metrics = {"best_metric": 0.75, "final_accuracy": 0.5, "final_loss": 1.25, "steps": 9}
+    monkeypatch.setattr(train_cli, "run_config", lambda cfg: cfg)
+    monkeypatch.setattr(loop, "train", lambda cfg: metrics)
+    assert task_function(OmegaConf.create({})) == 0.75
+    metrics.update(signal=int(signal.SIGINT), stopped="preempted")
+    with pytest.raises(SystemExit) as stop:
+        task_function(OmegaConf.create({}))
+    assert stop.value.code == 128 + signal.SIGINT

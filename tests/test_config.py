@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR, compose_config
 from omegaconf import OmegaConf
 
 from rmt.config.schema import ConfigError, validate
@@ -102,21 +102,34 @@ def test_command_line_picks_win_over_the_default_experiment():
 
 
 @pytest.mark.parametrize(
-    "override,named",
+    "override,message",
     [
-        ("memory.num_token=5", "num_token"),
-        ("segment.size=big", "segment.size"),
-        ("trainer.max_steps=1.5", "trainer.max_steps"),
-        ("task.background.knd=files", "knd"),
-        ("task=babilong_qa99", "task"),
-        ("backbone=bert", "backbone"),
-        ("bogus=1", "bogus"),
+        ("memory.num_token=5", "Key 'num_token' not in 'MemoryConfig'"),  # the README's example
+        ("segment.size=big", "Value 'big' of type 'str' could not be converted to Integer"),
+        ("trainer.max_steps=1.5", "Value '1.5' of type 'float' could not be converted to Integer"),
+        ("task.background.knd=files", "Key 'knd' not in 'BackgroundConfig'"),
+        ("task=babilong_qa99", "Could not find 'task/babilong_qa99'"),
+        ("backbone=bert", "Could not find 'backbone/bert'"),
+        ("bogus=1", "Key 'bogus' not in 'TrainConfig'"),
     ],
 )
-def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, named):
-    with pytest.raises(Exception) as info:
+def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, message):
+    from hydra.errors import HydraException
+
+    with pytest.raises(HydraException) as info:
         compose_config([override])
-    assert named in str(info.value)
+    # what the CLI prints: Hydra's message, then the cause (which names the key or value)
+    printed = f"{info.value}\n{info.value.__cause__}"
+    assert message in printed, printed
+
+
+def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp_path):
+    from helpers import main_in_process
+
+    monkeypatch.chdir(tmp_path)
+    assert main_in_process(monkeypatch, "memory.num_token=5") == 1
+    assert "Key 'num_token' not in 'MemoryConfig'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # composing failed: no run folder
 
 
 @pytest.mark.parametrize(

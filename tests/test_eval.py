@@ -3,91 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
-from omegaconf import OmegaConf
+from helpers import (
+    checkout_env,
+    main_in_process,
+    make_checkpoint,
+    python_module,
+    run_eval_inprocess,
+    snapshot,
+)
 
-import rmt
-from rmt import RMTConfig, RMTForCausalLM
-from rmt.data.tokenizer import build_tokenizer
 from rmt.eval.results import read_csv
-from rmt.modeling.backbones import tiny_backbone_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_checkpoint(
-    run_dir: Path,
-    *,
-    seed: int = 0,
-    tasks=("qa1", "qa2"),
-    segment_size: int = 64,
-    num_mem_tokens: int = 4,
-    max_positions: int = 128,
-    state: dict | None = None,
-) -> Path:
-    """A run folder as rmt-train leaves it: config.yaml, .hydra/, best/ (model, tokenizer, ...)."""
-    from rmt.config.schema import TrainConfig
-    from rmt.train.checkpoint import save_best
-
-    tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    bb = tiny_backbone_config(
-        "llama",
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        max_positions=max_positions,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = RMTForCausalLM(
-        RMTConfig(backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size)
-    )
-    cfg = OmegaConf.structured(TrainConfig)
-    cfg.task.tasks = list(tasks)
-    cfg.output_dir = str(run_dir)
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("[]\n")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    full_state = {"rmt_version": rmt.__version__, "step": 7, "best_metric": 0.25}
-    full_state.update(state or {})
-    save_best(run_dir / "best", model=model, tokenizer=tokenizer, cfg=cfg, state=full_state)
-    return run_dir
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file under ``folder`` with its size and modification time."""
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*"))
-    }
-
-
-def compose_eval(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    import rmt.config.schema  # noqa: F401
-    from rmt.eval.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "rmt" / "conf"), version_base="1.3"):
-        return compose(config_name="eval", overrides=overrides)
-
-
-def run_eval_inprocess(overrides: list[str], out: Path):
-    from rmt.eval.evaluate import run_eval
-
-    cfg = compose_eval(overrides)
-    cfg.output_dir = str(out)
-    return run_eval(cfg)
 
 
 def _comparable(rows):
@@ -104,10 +34,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 def run_cli(args: list[str], monkeypatch) -> None:
     """Call the real ``rmt-eval`` entrypoint (Hydra's main) in this process."""
-    from rmt.cli import eval as eval_cli
-
-    monkeypatch.setattr(sys, "argv", ["rmt-eval", *args])
-    eval_cli.main()
+    assert main_in_process(monkeypatch, *args, cli="rmt-eval") == 0
 
 
 def test_cli_end_to_end(run_dir: Path, tmp_path: Path, monkeypatch, capsys):
@@ -243,9 +170,9 @@ def test_local_and_hub_sources_read_babilong_files(run_dir: Path, tmp_path: Path
 @pytest.mark.slow
 def test_console_script_subprocess(run_dir: Path, tmp_path: Path):
     """The installed ``rmt-eval`` command (a fresh process), as a user runs it."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = checkout_env()
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "rmt.cli.eval", f"checkpoint={run_dir}", "tasks=[qa1]",
+    cmd = [*python_module("rmt.cli.eval"), f"checkpoint={run_dir}", "tasks=[qa1]",
            "lengths=[0k]", "samples=2", "progress_bar=false", f"hydra.run.dir={out}"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -283,17 +210,33 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path: Path):
     assert [r.model for r in rows] == ["memory.num_tokens=4"]
 
 
-def test_background_override(run_dir: Path, tmp_path: Path):
+def _ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:
+    return {tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)}
+
+
+def test_background_override(run_dir: Path, tmp_path: Path, monkeypatch):
     """background.kind/path replace the run's background; the stories stay the same."""
+    from rmt.data.tokenizer import build_tokenizer
+    from rmt.eval import evaluate
+
     words = "the a ship sea wind calm grey stone road long old city river bright night".split()
     text = " ".join(
         " ".join(words[(i * 7 + j) % len(words)] for j in range(9)).capitalize() + "."
         for i in range(60)
     )
     (tmp_path / "bg.txt").write_text(text)
+    prompts: list[list[int]] = []  # every prompt the model reads, as token ids
+    generate = evaluate.generate_answers
+
+    def spy(model, batch, **kwargs):
+        prompts.extend(p.tolist() for p in batch)
+        return generate(model, batch, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate_answers", spy)
     common = [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[128]", "samples=2",
               "progress_bar=false"]  # fmt: skip
     run_eval_inprocess(common, tmp_path / "builtin")
+    builtin, prompts[:] = list(prompts), []
     run_eval_inprocess(
         [*common, "background.kind=files", f"background.path={tmp_path / 'bg.txt'}"],
         tmp_path / "files",
@@ -301,8 +244,15 @@ def test_background_override(run_dir: Path, tmp_path: Path):
     meta = json.loads((tmp_path / "files" / "results.json").read_text())["meta"]
     assert meta["config"]["background"]["kind"] == "files"
 
-    def preds(name):
+    # the haystack is bg.txt: every prompt holds a run of 8 of its tokens, the builtin ones none
+    tok = build_tokenizer()
+    from_file = _ngrams(tok(text, add_special_tokens=False)["input_ids"], 8)
+    assert len(prompts) == len(builtin) == 2
+    assert all(_ngrams(p, 8) & from_file for p in prompts)
+    assert not any(_ngrams(p, 8) & from_file for p in builtin)
+
+    def targets(name):
         lines = (tmp_path / name / "predictions.jsonl").read_text().splitlines()
         return [json.loads(x)["target"] for x in lines]
 
-    assert preds("files") == preds("builtin")
+    assert targets("files") == targets("builtin")  # same stories in another haystack

@@ -10,14 +10,53 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import events as _events
 
 from rmt.train import checkpoint, loop
 from rmt.train.checkpoint import CheckpointError
 
+# two curriculum stages of 3 steps on one-fact qa1 stories: 1 segment, then 1-2 segments
+TWO_STAGES = (
+    "task=babilong_qa1", "task.min_facts=1", "task.max_facts=1",
+    "task.curriculum=[{segments:[1],steps:3},{segments:[1,2],steps:3,max_ratio:0.5}]",
+)  # fmt: skip
 
-def _events(run: Path, split: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e["split"] == split]
+
+def _curve(run: Path) -> dict[str, list]:
+    """Everything logged per step, as plain lists (compared exactly)."""
+    train, valid = _events(run, "train"), _events(run, "valid")
+    return {
+        "step": [e["step"] for e in train],
+        "stage": [e["stage"] for e in train],
+        "loss": [e["loss"] for e in train],
+        "lr": [e["lr"] for e in train],
+        "grad_norm": [e["grad_norm"] for e in train],
+        "valid": [(e["step"], e["stage"], e["loss"], e["accuracy"]) for e in valid],
+    }
+
+
+def _optimizer_probe(monkeypatch) -> tuple[list[list], list[int]]:
+    """Record, at every real optimizer step, the gradients it steps with and, after it, the
+    step count of the first parameter's Adam state (the one place that touches internals)."""
+    grads, counts = [], []
+    make = loop.make_optimizer
+
+    def probed(cfg, model):
+        opt = make(cfg, model)
+        params = [p for group in opt.param_groups for p in group["params"]]
+
+        def before(o, args, kwargs):
+            grads.append([None if p.grad is None else p.grad.detach().clone() for p in params])
+
+        def after(o, args, kwargs):
+            counts.append(int(o.state[params[0]]["step"]))
+
+        opt.register_step_pre_hook(before)
+        opt.register_step_post_hook(after)
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", probed)
+    return grads, counts
 
 
 def test_two_step_run_writes_the_run_folder(fast_cfg):
@@ -53,8 +92,10 @@ def test_two_step_run_writes_the_run_folder(fast_cfg):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(fast_cfg):
-    # dropout and a warmup + cosine schedule: equality needs RNG, schedule and data order
-    common = ("trainer.max_steps=6", "trainer.eval_every=2", "backbone.dropout=0.1",
+    # dropout and a warmup + cosine schedule, two curriculum stages: equality needs RNG,
+    # schedule, data order, stage and the best model of stage 0. The run stops at step 3, the
+    # last step of stage 0, so the resumed run starts by switching stage.
+    common = (*TWO_STAGES, "trainer.max_steps=6", "trainer.eval_every=2", "backbone.dropout=0.1",
               "optim.scheduler.warmup_steps=2")  # fmt: skip
     full = fast_cfg(*common, run="full")
     loop.train(full)
@@ -63,23 +104,17 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(fast_cfg):
     stopped = loop.train(part, stop_at_step=3)
     assert stopped["stopped"] == "preempted" and stopped["step"] == 3
     assert not (Path(part.output_dir) / "summary.json").exists()
-    assert json.loads((Path(part.output_dir) / "last/trainer_state.json").read_text())["step"] == 3
+    state = json.loads((Path(part.output_dir) / "last/trainer_state.json").read_text())
+    assert (state["step"], state["stage"]) == (3, 0)
 
     resumed = checkpoint.resume_config(part.output_dir, [])
     resumed.trainer.progress_bar = False
     result = loop.train(resumed)
     assert result["steps"] == 6
 
-    a = _events(Path(full.output_dir), "train")
-    b = _events(Path(part.output_dir), "train")
-    assert [e["step"] for e in b] == [1, 2, 3, 4, 5, 6]
-    for ea, eb in zip(a, b, strict=True):
-        assert ea["lr"] == eb["lr"]
-        assert ea["loss"] == pytest.approx(eb["loss"], rel=1e-6, abs=1e-7), ea["step"]
-    va, vb = _events(Path(full.output_dir), "valid"), _events(Path(part.output_dir), "valid")
-    assert [(e["step"], e["loss"]) for e in va] == pytest.approx(
-        [(e["step"], e["loss"]) for e in vb]
-    )
+    a, b = _curve(Path(full.output_dir)), _curve(Path(part.output_dir))
+    assert a["step"] == [1, 2, 3, 4, 5, 6] and a["stage"] == [0, 0, 0, 1, 1, 1]
+    assert b == a  # floats compared exactly: same process, same code, same RNG streams
 
 
 def test_resume_config_keeps_the_run_and_refuses_group_changes(fast_cfg):
@@ -189,8 +224,10 @@ def test_curriculum_switches_stage_from_the_best_model(fast_cfg, monkeypatch):
         seen["best_step"] = json.loads((run_dir / "best/trainer_state.json").read_text())["step"]
 
     monkeypatch.setattr(loop, "_next_stage", spy)
+    _, adam_steps = _optimizer_probe(monkeypatch)
     result = loop.train(cfg)
     assert seen == {"loaded_best": True, "changed": True, "best_step": 1}
+    assert adam_steps == [1, 2, 3, 1, 2]  # fresh optimizer moments in stage 1
     assert result["stopped"] == "curriculum_done" and result["steps"] == 5
     events = _events(Path(cfg.output_dir), "train")
     assert [e["stage"] for e in events] == [0, 0, 0, 1, 1]
@@ -253,6 +290,29 @@ def test_preemption_guard_turns_sigterm_into_a_flag():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_preemption_guard_gives_a_second_signal_its_previous_action():
+    """The second signal restores the handlers from before and is raised again: without rmt's
+    handler in the way, it does what it did before (SIGTERM's default: end the process)."""
+    calls = []
+
+    def previous(signum, frame):
+        calls.append(signum)
+
+    before = signal.signal(signal.SIGUSR1, previous)
+    try:
+        with checkpoint.PreemptionGuard(signals=(signal.SIGUSR1,)) as guard:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert guard.received == signal.SIGUSR1 and calls == []
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(100):  # Python runs the re-raised signal's handler between bytecodes
+                if calls:
+                    break
+            assert calls == [signal.SIGUSR1]
+            assert signal.getsignal(signal.SIGUSR1) is previous
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
 def _write_babi(folder: Path) -> None:
     story = (
         "1 Mary moved to the bathroom.\n2 John went to the hallway.\n"
@@ -307,12 +367,100 @@ def test_stories_that_cannot_fit_fail_before_training(fast_cfg):
     assert not (Path(cfg.output_dir) / "metrics.jsonl").exists()
 
 
-def test_gradient_accumulation_and_bf16_autocast(fast_cfg):
-    cfg = fast_cfg(
-        "trainer.grad_accum=2", "trainer.max_steps=2", "trainer.eval_every=2",
-        "trainer.mixed_precision=bf16",  # CPU autocast here; bf16/fp16 on GPUs
-    )  # fmt: skip
-    result = loop.train(cfg)
-    state = json.loads((Path(cfg.output_dir) / "last/trainer_state.json").read_text())
-    assert result["steps"] == 2 and state["progress"]["stage_batches"] == 4  # 2 micro per step
-    assert [e["step"] for e in _events(Path(cfg.output_dir), "train")] == [1, 2]
+def _record_batches(monkeypatch) -> list[dict]:
+    """Every training micro-batch, as the loss function receives it."""
+    seen = []
+    compute_loss = loop.compute_loss
+
+    def probed(model, batch, aux_weight):
+        seen.append({k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)})
+        return compute_loss(model, batch, aux_weight)
+
+    monkeypatch.setattr(loop, "compute_loss", probed)
+    return seen
+
+
+def test_gradient_accumulation_equals_one_large_batch(fast_cfg, monkeypatch):
+    """grad_accum=2 with batch 2 steps with the gradients of one batch of 4 (same samples).
+
+    The loss is a mean over labelled tokens; accumulation averages the micro-batch means, which
+    equals the large batch's mean when every sample has as many labelled (and text) tokens, as
+    here (checked). Clipping is off, so a gradient off by a factor would show.
+    """
+    monkeypatch.setattr(
+        loop, "evaluate", lambda *a, **k: {"accuracy": 0.0, "loss": 1.0, "samples": 8}
+    )
+    common = ("task.train_samples=16", "trainer.max_steps=1", "trainer.max_grad_norm=null")
+    grads, batches = {}, {}
+    for name, batch, accum in (("large", 4, 1), ("accum", 2, 2)):
+        cfg = fast_cfg(*common, f"trainer.batch_size={batch}", f"trainer.grad_accum={accum}",
+                       run=name)  # fmt: skip
+        with monkeypatch.context() as mp:
+            grads[name], _ = _optimizer_probe(mp)
+            batches[name] = _record_batches(mp)
+            loop.train(cfg)
+        state = json.loads((Path(cfg.output_dir) / "last/trainer_state.json").read_text())
+        assert state["progress"]["stage_batches"] == accum  # micro-batches consumed
+    # the same four samples, no padding, one answer token count for all of them
+    (large,), micro = batches["large"], batches["accum"]
+    assert len(micro) == 2 and len(grads["large"]) == len(grads["accum"]) == 1
+    assert torch.equal(torch.cat([m["input_ids"] for m in micro]), large["input_ids"])
+    assert bool(large["attention_mask"].all())
+    assert len(set((large["labels"] != -100).sum(1).tolist())) == 1
+
+    for g_large, g_accum in zip(grads["large"][0], grads["accum"][0], strict=True):
+        assert (g_large is None) == (g_accum is None)
+        if g_large is not None:
+            torch.testing.assert_close(g_accum, g_large, rtol=1e-5, atol=1e-6)
+
+
+def _record_linear_dtypes(monkeypatch) -> set:
+    """Output dtypes of the model's Linear layers during training forward passes."""
+    from rmt.train import build
+
+    dtypes = set()
+    build_model = build.build_model
+
+    def probed(cfg, tokenizer):
+        model = build_model(cfg, tokenizer)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(
+                    lambda m, args, out: dtypes.add(out.dtype) if m.training else None
+                )
+        return model
+
+    monkeypatch.setattr(build, "build_model", probed)
+    return dtypes
+
+
+@pytest.mark.parametrize(
+    "precision, expected",
+    [
+        ("bf16", "bf16"),  # CPU autocast here; bf16/fp16 on GPUs
+        # auto: bf16 on GPUs that support it, full precision elsewhere (README)
+        ("auto", "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"),
+    ],
+)
+def test_mixed_precision_autocasts_the_forward(fast_cfg, monkeypatch, caplog, precision, expected):
+    dtypes = _record_linear_dtypes(monkeypatch)
+    cfg = fast_cfg("trainer.max_steps=1", f"trainer.mixed_precision={precision}")
+    with caplog.at_level("INFO", logger="rmt"):
+        result = loop.train(cfg)
+    assert result["steps"] == 1
+    expected_dtype = torch.bfloat16 if expected == "bf16" else torch.float32
+    assert dtypes == {expected_dtype}
+    assert f"precision {expected}" in caplog.text
+    if precision == "bf16":  # the weights stay float32; only the computation is bf16
+        from transformers import AutoModelForCausalLM
+
+        best = AutoModelForCausalLM.from_pretrained(Path(cfg.output_dir) / "best")
+        assert {p.dtype for p in best.parameters()} == {torch.float32}
+
+
+def test_auto_precision_resolves_by_device(monkeypatch):
+    assert loop.resolve_precision("fp16") == "fp16" and loop.resolve_precision("no") == "no"
+    for cuda, bf16, expected in ((False, False, "no"), (True, False, "no"), (True, True, "bf16")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, bf16=bf16, **k: bf16)
+        assert loop.resolve_precision("auto") == expected, (cuda, bf16)

@@ -207,7 +207,10 @@ class PreemptionGuard:
 
     Why not save inside the handler: the handler runs between two Python bytecodes, possibly
     in the middle of an optimizer step; the loop saves at the next step boundary instead.
-    A second signal while saving falls back to the default behaviour (exit at once).
+    A second signal (e.g. while that save runs) gives up on the graceful path: the handlers
+    that were there before come back and the signal is raised again, so it does what it does
+    without rmt: SIGTERM ends the process at once (status 128 + 15), SIGINT raises
+    KeyboardInterrupt.
     """
 
     def __init__(self, signals: tuple[int, ...] | None = None) -> None:
@@ -221,7 +224,8 @@ class PreemptionGuard:
     def _handle(self, signum, frame) -> None:
         if self.received is not None:  # second signal: give up on the graceful path
             self.restore()
-            raise KeyboardInterrupt
+            self._signal.raise_signal(signum)
+            return
         self.received = signum
 
     @property
