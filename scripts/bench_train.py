@@ -239,7 +239,7 @@ def main(argv=None) -> dict:
     load_at_start, started = list(os.getloadavg()), time.perf_counter()
     script = Path(__file__).resolve()
     if isolation == "fork":
-        bc.preload("torch", "transformers", "rmt", "rmt.modeling.model")
+        bc.preload("torch", "transformers", "rmt", "rmt.modeling.causal_lm")
     preset = bc.PRESETS[args.backbone]
     segment_size = args.segment_size or preset.segment_size
     mem_tokens = preset.num_mem_tokens if args.mem_tokens is None else args.mem_tokens

@@ -60,7 +60,7 @@ def test_families_forward_backward(tiny_rmt, family):
     out = model(ids, labels=labels)
     assert out.logits is None and torch.isfinite(out.loss)
     out.loss.backward()
-    assert model.memory.grad is not None and model.memory.grad.abs().sum() > 0
+    assert model.memory.tokens.grad is not None and model.memory.tokens.grad.abs().sum() > 0
     # (generation for every family: test_modeling_generation.py, checked by logits)
 
 
@@ -148,7 +148,7 @@ def _memory_grads(model, ids, labels):
         model(ids, labels=labels).loss.backward()
     finally:
         del model._run_segment
-    return [w.grad for w in written], model.memory.grad
+    return [w.grad for w in written], model.memory.tokens.grad
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, -1])
@@ -209,7 +209,7 @@ def test_auto_checkpointing_only_with_grad_and_many_segments(tiny_rmt):
 def test_save_load_roundtrip(tiny_rmt, tmp_path, family):
     model = tiny_rmt(family, mem=3, seg=6, bptt_depth=2, segment_alignment="right")
     with torch.no_grad():
-        model.memory.add_(1.0)  # differs from any fresh initialisation
+        model.memory.tokens.add_(1.0)  # differs from any fresh initialisation
     model.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()
     ids = rand_ids(2, 25)
@@ -231,7 +231,7 @@ def test_from_backbone_keeps_weights():
     model = RMTForCausalLM.from_backbone(backbone, num_mem_tokens=2, segment_size=16)
     for k, v in model.backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert model.memory.abs().sum() > 0
+    assert model.memory.tokens.abs().sum() > 0
 
 
 # ---------------------------------------------------------------- frozen backbone and LoRA
@@ -240,8 +240,8 @@ def test_freeze_backbone_trains_only_memory(tiny_rmt):
     ids = rand_ids(1, 20)
     model(ids, labels=ids).loss.backward()
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable == ["memory"]
-    assert model.memory.grad.abs().sum() > 0
+    assert trainable == ["memory.tokens"]
+    assert model.memory.tokens.grad.abs().sum() > 0
 
 
 def test_lora_trains_adapters_and_reloads(tiny_rmt, tmp_path):
@@ -251,8 +251,8 @@ def test_lora_trains_adapters_and_reloads(tiny_rmt, tmp_path):
     model = tiny_rmt("llama").train()
     apply_lora(model, r=4, alpha=8, target_modules=["q_proj", "v_proj"])
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert "memory" in trainable and trainable - {"memory"}
-    assert all("lora_" in n for n in trainable - {"memory"})
+    assert "memory.tokens" in trainable and trainable - {"memory.tokens"}
+    assert all("lora_" in n for n in trainable - {"memory.tokens"})
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     ids = rand_ids(1, 20)
@@ -303,7 +303,7 @@ def test_invalid_settings_fail_with_field_name(kwargs, match):
 
 def test_last_segment_is_not_checkpointed(tiny_rmt, monkeypatch):
     """Recomputing the last segment would only cost time: its backward follows its forward at once."""
-    import rmt.modeling.model as model_module
+    import rmt.modeling.core as model_module
 
     calls = []
     real = model_module.checkpoint

@@ -58,13 +58,12 @@ def sparse_labels(seq):
 # The two model internals these tests read; a refactor of the model changes only these lines.
 def memory_before_last_segment(model, ids, mask=None):
     """[B, M, H]: the memory each sample's last segment reads (where generation starts)."""
-    mems, _, _ = model.read_memory(ids, mask)
-    return torch.stack(mems)
+    return model.read_memory(ids, mask)
 
 
 def initial_memory(model):
     """[M, H]: the learned memory a sample's first segment reads."""
-    return model.memory
+    return model.memory.tokens
 
 
 @pytest.mark.parametrize("alignment", ALIGNMENTS)
@@ -157,8 +156,8 @@ def test_padded_batch_gradients_equal_sum_over_samples(tiny_rmt, depth, checkpoi
         single = model(s[None], labels=s[None])
         (single.loss * single.num_label_tokens.sum()).backward()
     single_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert batch_grads.keys() == single_grads.keys() and "memory" in batch_grads
-    assert batch_grads["memory"].abs().sum() > 0
+    assert batch_grads.keys() == single_grads.keys() and "memory.tokens" in batch_grads
+    assert batch_grads["memory.tokens"].abs().sum() > 0
     for name, grad in batch_grads.items():
         torch.testing.assert_close(
             grad, single_grads[name], rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}"

@@ -415,15 +415,15 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
         )
 
     if check_backbone:
-        limit = _positions_limit(cfg)
-        need = seg.size + 2 * mem.num_tokens
-        if limit is not None and need > limit:
-            raise ConfigError(
-                f"segment.size={seg.size} + 2*memory.num_tokens={2 * mem.num_tokens} = {need} "
-                f"exceeds the backbone's {limit} positions; lower segment.size to "
-                f"{max(limit - 2 * mem.num_tokens, 1)} or fewer memory tokens"
-                + (", or raise backbone.max_positions." if bb.pretrained is None else ".")
-            )
+        from rmt.modeling.config import position_budget_error
+
+        error = position_budget_error(
+            segment_size=seg.size, extra=2 * mem.num_tokens, limit=_positions_limit(cfg),
+            segment_key="segment.size", extra_key="2*memory.num_tokens",
+            hint=", or raise backbone.max_positions" if bb.pretrained is None else "",
+        )  # fmt: skip
+        if error:
+            raise ConfigError(error)
     if tr.eval_samples is not None and tr.eval_samples < 1:
         raise ConfigError(f"trainer.eval_samples={tr.eval_samples} must be >= 1 or null (all).")
     if tr.max_minutes is not None and not (tr.max_minutes > 0 and math.isfinite(tr.max_minutes)):

@@ -92,7 +92,7 @@ def resolve(path: str | Path) -> tuple[Path, Path | None]:
 def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
     """Check a checkpoint folder without loading weights; returns its config and state."""
     import rmt
-    from rmt.modeling.config import RMTConfig
+    from rmt.modeling.factory import MODEL_TYPE
 
     best_dir, run_dir = resolve(path)
     missing = []
@@ -118,9 +118,9 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
 
     hf_config = _read_json(best_dir / "config.json")
     model_type = hf_config.get("model_type")
-    if model_type != RMTConfig.model_type:
+    if model_type != MODEL_TYPE:
         raise CheckpointError(
-            f"{best_dir / 'config.json'} has model_type={model_type!r}, not {RMTConfig.model_type!r}: "
+            f"{best_dir / 'config.json'} has model_type={model_type!r}, not {MODEL_TYPE!r}: "
             "this is not an RMT checkpoint. To evaluate a plain Hugging Face model, train it with "
             "memory first (`rmt-train backbone.pretrained=<it>`), or wrap it with "
             "RMTForCausalLM.from_backbone and save_pretrained."
@@ -159,7 +159,7 @@ def load(ckpt: Checkpoint, *, device: str = "cpu", dtype: str | None = None):
     import torch
     from transformers import AutoTokenizer
 
-    from rmt.modeling.model import RMTForCausalLM
+    from rmt.modeling.factory import load_model
 
     kwargs = {}
     if dtype:
@@ -167,7 +167,7 @@ def load(ckpt: Checkpoint, *, device: str = "cpu", dtype: str | None = None):
             raise CheckpointError(f"dtype={dtype!r}: unknown; use float32, bfloat16 or float16.")
         kwargs["dtype"] = getattr(torch, dtype)
     try:
-        model = RMTForCausalLM.from_pretrained(ckpt.best_dir, **kwargs)
+        model = load_model(ckpt.best_dir, **kwargs)
     except Exception as exc:
         raise CheckpointError(
             f"cannot load the model from {ckpt.best_dir}: {type(exc).__name__}: {exc}. The weights "

@@ -343,6 +343,7 @@ def run_eval(cfg) -> list[EvalResult]:
     from rmt.eval.data import item_factory
     from rmt.eval.plots import plot_heatmap
     from rmt.eval.results import format_table, group_by_series, write_csv, write_json
+    from rmt.modeling.factory import memory_summary
 
     validate(cfg)
     out = Path(cfg.output_dir or Path("outputs") / "eval" / time.strftime("%Y-%m-%d/%H-%M-%S"))
@@ -416,7 +417,7 @@ def run_eval(cfg) -> list[EvalResult]:
                 "step": ck.trainer_state.get("step"),
                 "best_metric": ck.trainer_state.get("best_metric"),
                 "metric_name": ck.trainer_state.get("metric_name"),
-                "num_mem_tokens": model.config.num_mem_tokens,
+                **memory_summary(model),
                 "segment_size": model.config.segment_size,
                 "baseline_window": baseline_window(model) if cfg.baseline else None,
             }

@@ -93,8 +93,8 @@ def _reset_hwm() -> bool:
 
 def tiny_model(tokenizer, *, segment_size: int = 512, num_mem_tokens: int = 16, seed: int = 0):
     """A random tiny Llama-style RMT sized for CPU runs (weights do not matter for memory)."""
-    from rmt import RMTConfig, RMTForCausalLM
     from rmt.modeling.backbones import tiny_backbone_config
+    from rmt.modeling.factory import build_model
 
     torch.manual_seed(seed)
     bb = tiny_backbone_config(
@@ -107,8 +107,8 @@ def tiny_model(tokenizer, *, segment_size: int = 512, num_mem_tokens: int = 16, 
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    config = RMTConfig(backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size)
-    return RMTForCausalLM(config).eval()
+    model = build_model(backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size)
+    return model.eval()
 
 
 def sample_factory(tokenizer, *, seed: int = 0):

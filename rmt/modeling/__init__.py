@@ -1,11 +1,17 @@
-"""The Recurrent Memory Transformer model: config, wrapper, segmentation, backbones."""
+"""The Recurrent Memory Transformer model.
+
+config (RMTConfig), core (the recurrent segment loop), memory/ (memory mechanisms), adapters
+(backbone families), causal_lm (the causal-LM head), factory (config -> model for train/eval),
+segmentation, backbones, lora.
+"""
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from rmt.modeling.causal_lm import RMTForCausalLM, RMTOutput
 from rmt.modeling.config import RMTConfig
-from rmt.modeling.model import RMTForCausalLM, RMTOutput
+from rmt.modeling.core import RMTPreTrainedModel
 
 AutoConfig.register("rmt", RMTConfig, exist_ok=True)
 AutoModelForCausalLM.register(RMTConfig, RMTForCausalLM, exist_ok=True)
 
-__all__ = ["RMTConfig", "RMTForCausalLM", "RMTOutput"]
+__all__ = ["RMTConfig", "RMTForCausalLM", "RMTOutput", "RMTPreTrainedModel"]

@@ -10,7 +10,28 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
+from rmt.modeling.memory import mechanism_class
+
 ALIGNMENTS = ("left", "right", "center")
+
+
+def position_budget_error(
+    *, segment_size: int, extra: int, limit: int | None,
+    segment_key: str = "segment_size", extra_key: str = "2*num_mem_tokens", hint: str = "",
+) -> str | None:  # fmt: skip
+    """The one position-limit rule (`segment_size + extra <= limit`), for the model config and
+    the run config alike; returns the message naming the fix, or None when the segment fits.
+
+    `extra` are the positions the memory mechanism adds to each backbone call.
+    """
+    need = segment_size + extra
+    if limit is None or need <= limit:
+        return None
+    return (
+        f"{segment_key}={segment_size} + {extra_key}={extra} = {need} exceeds the backbone's "
+        f"position limit ({limit}); lower {segment_key} to {max(limit - extra, 1)} or use fewer "
+        f"memory tokens{hint}."
+    )
 
 
 class RMTConfig(PreTrainedConfig):
@@ -30,6 +51,9 @@ class RMTConfig(PreTrainedConfig):
             `checkpointing_min_segments` segments.
         checkpointing_min_segments: threshold used by "auto".
         freeze_backbone: train only the memory (and LoRA adapters, if any): backbone weights get no gradient.
+        memory_type: the memory mechanism, a name registered in `rmt.modeling.memory.MECHANISMS`
+            ("tokens": RMT's memory tokens).
+        memory_options: extra keyword arguments of that mechanism (none for "tokens").
         lora: optional dict of LoRA settings (`r`, `alpha`, `dropout`, `target_modules`) applied to the
             backbone when the model is built, so checkpoints with adapters reload with no extra arguments.
     """
@@ -45,6 +69,8 @@ class RMTConfig(PreTrainedConfig):
     checkpointing_min_segments: int = 3
     freeze_backbone: bool = False
     lora: dict | None = None
+    memory_type: str = "tokens"
+    memory_options: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if isinstance(self.backbone_config, dict):
@@ -86,11 +112,11 @@ class RMTConfig(PreTrainedConfig):
             raise ValueError(
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
             )
-        limit = self.max_backbone_positions()
-        needed = self.segment_size + 2 * self.num_mem_tokens
-        if limit is not None and needed > limit:
-            raise ValueError(
-                f"segment_size + 2*num_mem_tokens = {self.segment_size} + 2*{self.num_mem_tokens} = {needed} "
-                f"exceeds the backbone's position limit ({limit}); lower segment_size to at most "
-                f"{limit - 2 * self.num_mem_tokens} or use fewer memory tokens."
-            )
+        mechanism = mechanism_class(self.memory_type)
+        error = position_budget_error(
+            segment_size=self.segment_size,
+            extra=mechanism.extra_positions(self),
+            limit=self.max_backbone_positions(),
+        )
+        if error:
+            raise ValueError(error)

@@ -41,11 +41,6 @@ def segment_bounds(
     return bounds
 
 
-def num_segments(length: int, segment_size: int) -> int:
-    """Number of segments a sequence of `length` tokens is cut into (the same for every alignment)."""
-    return math.ceil(length / segment_size)
-
-
 def batch_schedule(
     lengths: list[int], segment_size: int, alignment: str = "left"
 ) -> list[list[tuple[int, int, int]]]:

@@ -28,7 +28,7 @@ def build_tokenizer(cfg: DictConfig):
 
 
 def rmt_kwargs(cfg: DictConfig) -> dict:
-    """RMTConfig fields from the memory/segment/bptt groups."""
+    """RMT model settings (``RMTConfig`` fields) from the memory/segment/bptt groups."""
     lora = cfg.memory.lora
     return {
         "num_mem_tokens": cfg.memory.num_tokens,
@@ -52,8 +52,8 @@ def rmt_kwargs(cfg: DictConfig) -> dict:
 
 def build_model(cfg: DictConfig, tokenizer):
     """A tiny random backbone (``backbone.pretrained=null``) or a pretrained one, wrapped in RMT."""
-    from rmt.modeling import RMTConfig, RMTForCausalLM
     from rmt.modeling.backbones import load_backbone, tiny_backbone_config
+    from rmt.modeling.factory import build_model as build_rmt
 
     bb = cfg.backbone
     if bb.pretrained is None:
@@ -70,12 +70,12 @@ def build_model(cfg: DictConfig, tokenizer):
             eos_token_id=tokenizer.eos_token_id,
             bos_token_id=tokenizer.bos_token_id,
         )
-        return RMTForCausalLM(RMTConfig(backbone_config=backbone_config, **rmt_kwargs(cfg)))
+        return build_rmt(backbone_config=backbone_config, **rmt_kwargs(cfg))
     dtype = getattr(torch, bb.dtype) if bb.dtype else None
     backbone = load_backbone(bb.pretrained, dtype=dtype)
     if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
         backbone.resize_token_embeddings(len(tokenizer))
-    return RMTForCausalLM.from_backbone(backbone, **rmt_kwargs(cfg))
+    return build_rmt(backbone=backbone, **rmt_kwargs(cfg))
 
 
 # -------------------------------------------------------------------------------- data side

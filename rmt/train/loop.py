@@ -96,18 +96,14 @@ def resolve_precision(mode: str) -> str:
 
 def make_accelerator(cfg: DictConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
 
     has_device = torch.cuda.is_available() or (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     )
-    # memory.num_tokens=0 leaves an empty memory parameter without gradient: DDP must allow it
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.memory.num_tokens == 0)
     return Accelerator(
         cpu=not has_device,  # `accelerate launch --multi_gpu` on a CPU machine: gloo processes
         mixed_precision=resolve_precision(cfg.trainer.mixed_precision),
         gradient_accumulation_steps=cfg.trainer.grad_accum,
-        kwargs_handlers=[ddp],
     )
 
 
@@ -594,12 +590,12 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
 
 def _next_stage(accelerator, model, optimizer, run_dir: Path, progress: Progress) -> None:
     """Start the next curriculum stage from the best weights of this one, fresh optimizer."""
-    from rmt.modeling import RMTForCausalLM
+    from rmt.modeling.factory import load_model
 
     accelerator.wait_for_everyone()
     best = resolve_checkpoint(run_dir / "best")
     if best is not None:
-        weights = RMTForCausalLM.from_pretrained(best).state_dict()
+        weights = load_model(best).state_dict()
         accelerator.unwrap_model(model).load_state_dict(weights)
     inner = getattr(optimizer, "optimizer", optimizer)
     inner.state.clear()  # moments of the previous stage do not describe the new data

@@ -1,0 +1,236 @@
+"""The recurrent core shared by every RMT head: one segment loop around an unchanged HF backbone.
+
+`RMTPreTrainedModel` owns what every memory mechanism and every head share: the backbone, the
+memory mechanism (`self.memory`, picked by `config.memory_type`), segmentation, the per-sample
+schedule, the truncated-BPTT cut, segment checkpointing, and the prompt for generation. The
+mechanism only says what a segment's backbone call looks like and what state it leaves
+(`rmt.modeling.memory.base`); a head (`causal_lm.py`) only says what to do with the hidden states
+of each segment (`StepReader`). `forward` and `read_memory` run the same loop, `_run`.
+
+Inside a batch, samples are unpadded, segmented on their own, and aligned on their last segment: a
+shorter sample joins later and reads the initial state, so a sample's result does not depend on
+what else is in its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+
+from rmt.modeling.adapters import base_model
+from rmt.modeling.config import RMTConfig
+from rmt.modeling.memory import MemoryMechanism, build_memory
+from rmt.modeling.memory.base import State
+from rmt.modeling.segmentation import batch_schedule
+
+# Checkpoints written before memory mechanisms existed (rmt 0.1.0) stored the memory tokens as
+# the top-level parameter `memory`; today it is `memory.tokens`.
+LEGACY_KEY_MAPPING = {"^memory$": "memory.tokens"}
+
+
+@dataclass
+class SegmentPlan:
+    """How a batch is read: each sample's own tokens, where they sit, and the steps.
+
+    ids: each sample's tokens without padding; columns: where they sit in `input_ids` (a slice
+    when there is no padding); schedule: per step, `(sample, start, end)` of each active sample.
+    """
+
+    input_ids: torch.Tensor
+    ids: list[torch.Tensor]
+    columns: list[torch.Tensor | slice]
+    schedule: list[list[tuple[int, int, int]]]
+
+
+class StepReader(Protocol):
+    """What a head reads from each segment's backbone call."""
+
+    def wanted(self, active, seg_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, columns within the segment) of the hidden states wanted from this step."""
+
+    def add(self, active, rows: torch.Tensor, cols: torch.Tensor, hidden: torch.Tensor) -> None:
+        """Receives those hidden states [K, H] (called only when K > 0)."""
+
+
+def _is_legacy_checkpoint(path) -> bool:
+    """A checkpoint whose config.json predates `memory_type` (and names the memory `memory`)."""
+    try:
+        raw, _ = PreTrainedConfig.get_config_dict(path)
+    except (OSError, ValueError):
+        return False  # let from_pretrained report the problem itself
+    return raw.get("model_type") == RMTConfig.model_type and "memory_type" not in raw
+
+
+class RMTPreTrainedModel(PreTrainedModel):
+    config_class = RMTConfig
+    base_model_prefix = "rmt"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+
+    def __init__(self, config: RMTConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        if backbone is None:
+            backbone = AutoModelForCausalLM.from_config(config.backbone_config)
+        else:
+            # Weights of a given (possibly pretrained) backbone must survive post_init's initialisation.
+            for module in backbone.modules():
+                module._is_hf_initialized = True
+        self.backbone = backbone
+        emb = backbone.get_input_embeddings().weight
+        self.memory: MemoryMechanism = build_memory(
+            config, emb.shape[1], dtype=emb.dtype, device=emb.device
+        )
+        self.post_init()
+        if config.lora:
+            from rmt.modeling.lora import wrap_backbone_with_lora
+
+            self.backbone = wrap_backbone_with_lora(self.backbone, **config.lora)
+        if config.freeze_backbone:
+            self.freeze_backbone()
+
+    # ------------------------------------------------------------------ construction and loading
+    @classmethod
+    def from_backbone(cls, model: PreTrainedModel, **rmt_kwargs) -> RMTPreTrainedModel:
+        """Wrap an existing causal LM (its weights are kept) with memory, e.g. `num_mem_tokens=10`."""
+        config = RMTConfig(backbone_config=model.config, **rmt_kwargs)
+        return cls(config, backbone=model)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also reads checkpoints of rmt 0.1.0."""
+        if "key_mapping" in kwargs or not _is_legacy_checkpoint(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = super().from_pretrained(
+            pretrained_model_name_or_path, *args, key_mapping=LEGACY_KEY_MAPPING, **kwargs
+        )
+        model._weight_conversions = None  # save_pretrained writes today's names, not the old ones
+        return model
+
+    def _init_weights(self, module):
+        if isinstance(module, MemoryMechanism):
+            module.init_weights(getattr(self.config.backbone_config, "initializer_range", 0.02))
+
+    def freeze_backbone(self) -> None:
+        """Train only the memory (and LoRA adapters): the backbone's own weights get no gradient."""
+        for name, param in self.backbone.named_parameters():
+            if "lora_" not in name:
+                param.requires_grad_(False)
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def _use_checkpointing(self, n_steps: int) -> bool:
+        mode = self.config.segment_checkpointing
+        if not torch.is_grad_enabled() or n_steps < 2:
+            return False
+        if mode == "auto":
+            return n_steps >= self.config.checkpointing_min_segments
+        return bool(mode)
+
+    # ------------------------------------------------------------------ segmentation
+    def make_plan(self, input_ids, attention_mask=None) -> SegmentPlan:
+        """Unpad every sample, cut it into segments, and align the batch on its last segments."""
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+            attention_mask = None if attention_mask is None else attention_mask.unsqueeze(0)
+        if attention_mask is None:
+            # No padding: views and slices instead of a mask, index lists and gathered copies, which
+            # cost ~24 bytes per input token (24 MB of peak memory for a 1M-token prompt).
+            full = slice(0, input_ids.shape[1])
+            positions = [full] * input_ids.shape[0]
+            ids = list(input_ids.unbind(0))
+        else:
+            valid = attention_mask.bool()
+            positions = [row.nonzero().squeeze(1) for row in valid]
+            ids = [input_ids[b, p] for b, p in enumerate(positions)]
+        empty = [b for b, t in enumerate(ids) if t.numel() == 0]
+        if empty:
+            raise ValueError(f"samples {empty} have no tokens (attention_mask is all zeros)")
+        lengths = [t.numel() for t in ids]
+        schedule = batch_schedule(lengths, self.config.segment_size, self.config.segment_alignment)
+        return SegmentPlan(input_ids, ids, positions, schedule)
+
+    @staticmethod
+    def _pad_segments(ids, active, pad_id):
+        segs = [ids[b][s:e] for b, s, e in active]
+        width = max(s.numel() for s in segs)
+        seg_ids = segs[0].new_full((len(segs), width), pad_id)
+        seg_mask = segs[0].new_zeros((len(segs), width))
+        for i, s in enumerate(segs):
+            seg_ids[i, : s.numel()] = s
+            seg_mask[i, : s.numel()] = 1
+        return seg_ids, seg_mask
+
+    # ------------------------------------------------------------------ the recurrence
+    def _run_segment(
+        self,
+        state: State,  # the state the active samples read
+        seg_ids: torch.Tensor,  # [A, Ls] right-padded segment tokens
+        seg_mask: torch.Tensor,  # [A, Ls] 1 for real tokens
+        rows: torch.Tensor,  # [K] row of each hidden state to return
+        cols: torch.Tensor,  # [K] column (within the segment) of each hidden state to return
+    ) -> tuple[State, torch.Tensor]:
+        """One backbone call on the wrapped segment; returns (new state, selected hidden states)."""
+        embeds = self.get_input_embeddings()(seg_ids)
+        inputs = self.memory.wrap(state, embeds, seg_mask)
+        outputs = base_model(self.backbone)(
+            inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
+            position_ids=inputs.position_ids, use_cache=False, **self.memory.backbone_kwargs(),
+        )  # fmt: skip
+        new_state = self.memory.update(state, outputs, inputs)
+        return new_state, outputs.last_hidden_state[rows, cols + inputs.offset]
+
+    def _run(self, plan: SegmentPlan, reader: StepReader | None = None, *, stop=None) -> State:
+        """Run `plan.schedule[:stop]`; returns the state of every sample after its last step run.
+
+        The BPTT cut and checkpointing count steps in the whole schedule, so stopping early (for
+        generation) changes nothing before the stop.
+        """
+        n_steps, bsz = len(plan.schedule), len(plan.ids)
+        depth = self.config.bptt_depth
+        use_ckpt = self._use_checkpointing(n_steps)
+        state = self.memory.init_state(bsz)
+        for step, active in enumerate(plan.schedule[:stop]):
+            seg_ids, seg_mask = self._pad_segments(plan.ids, active, 0)
+            # Steps with every sample (all steps of an unpadded batch) need no select/merge.
+            rows = None if len(active) == bsz else seg_ids.new_tensor([b for b, _, _ in active])
+            state_in = state if rows is None else self.memory.select(state, rows)
+            if depth != -1 and step < n_steps - depth:
+                state_in = self.memory.detach(state_in)  # truncated BPTT: older transitions cut
+            empty = seg_ids.new_zeros(0)
+            h_rows, h_cols = (empty, empty) if reader is None else reader.wanted(active, seg_mask)
+            # The last segment is never checkpointed: its backward runs right after its forward, so
+            # keeping its activations costs no more peak memory than recomputing them would.
+            if use_ckpt and step < n_steps - 1:
+                new_state, hidden = checkpoint(
+                    self._run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols,
+                    use_reentrant=False,
+                )  # fmt: skip
+            else:
+                new_state, hidden = self._run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)
+            state = new_state if rows is None else self.memory.merge(state, rows, new_state)
+            if reader is not None and hidden.shape[0]:
+                reader.add(active, h_rows, h_cols, hidden)
+        return state
+
+    # ------------------------------------------------------------------ generation
+    def read_memory(self, input_ids, attention_mask=None) -> State:
+        """The state each sample's last segment reads (where generation starts): the same loop
+        as `forward`, stopped before the last step."""
+        return self._run(self.make_plan(input_ids, attention_mask), stop=-1)
+
+    def _prompt_inputs(self, input_ids, attention_mask=None):
+        """Left-padded `(inputs_embeds, attention_mask)` of the last segment read with memory,
+        ready for the backbone's `generate`."""
+        plan = self.make_plan(input_ids, attention_mask)
+        state = self._run(plan, stop=-1)
+        seg_ids, seg_mask = self._pad_segments(plan.ids, plan.schedule[-1], 0)
+        embeds = self.get_input_embeddings()(seg_ids)
+        return self.memory.prepare_generation(state, embeds, seg_mask)
