@@ -9,7 +9,7 @@ refactor) is reported as stale so it gets rewritten rather than silently skipped
 
 The checkout is never modified. The results table in tests/README.md comes from this script:
 
-    python scripts/mutation_check.py                 # all mutations, the three model test files
+    python scripts/mutation_check.py                 # all mutations, the model test files
     python scripts/mutation_check.py --only bptt-off-by-one read-memory-skips-segment
     python scripts/mutation_check.py --tests tests/test_modeling.py tests/test_eval_core.py
 
@@ -31,12 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "rmt/modeling/model.py"
+CORE = "rmt/modeling/core.py"
+HEAD = "rmt/modeling/causal_lm.py"
+BASE = "rmt/modeling/memory/base.py"
+TOKENS = "rmt/modeling/memory/tokens.py"
 SEGMENTATION = "rmt/modeling/segmentation.py"
 DEFAULT_TESTS = (
     "tests/test_modeling.py",
     "tests/test_modeling_padding.py",
     "tests/test_modeling_generation.py",
+    "tests/test_modeling_core.py",
+    "tests/test_modeling_legacy.py",
 )
 
 
@@ -53,79 +58,96 @@ class Mutation:
 MUTATIONS = [
     # ---------------------------------------------------------------- the audit's list
     Mutation(
-        "bptt-off-by-one", "truncated BPTT keeps one memory transition too few", MODEL,
+        "bptt-off-by-one", "truncated BPTT keeps one memory transition too few", CORE,
         "if depth != -1 and step < n_steps - depth:",
         "if depth != -1 and step <= n_steps - depth:", audit=True,
     ),
     Mutation(
-        "checkpoint-detaches-memory", "checkpointed segments read detached memory", MODEL,
-        "self._run_segment, mem_in, seg_ids, seg_mask, rows, cols, use_reentrant=False",
-        "self._run_segment, mem_in.detach(), seg_ids, seg_mask, rows, cols, use_reentrant=False",
+        "checkpoint-detaches-memory", "checkpointed segments read detached memory", CORE,
+        "self._run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols,",
+        "self._run_segment, self.memory.detach(state_in), seg_ids, seg_mask, h_rows, h_cols,",
         audit=True,
     ),
     Mutation(
         "positions-ignore-padding", "position ids count pads (write memory shifted in a partial segment)",
-        MODEL,
-        "positions = (mask.long().cumsum(-1) - 1).clamp(min=0)",
-        "positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)", audit=True,
+        BASE,
+        "return (mask.long().cumsum(-1) - 1).clamp(min=0)",
+        "return torch.arange(mask.shape[1], device=mask.device).expand_as(mask)", audit=True,
     ),
     Mutation(
         "write-memory-sees-pads", "the backbone gets no padding mask: write memory attends to pads",
-        MODEL,
-        "inputs_embeds=x, attention_mask=mask, position_ids=positions",
-        "inputs_embeds=x, attention_mask=torch.ones_like(mask), position_ids=positions", audit=True,
+        CORE,
+        "inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,",
+        "inputs_embeds=inputs.inputs_embeds, attention_mask=torch.ones_like(inputs.attention_mask),",
+        audit=True,
     ),
     Mutation(
-        "read-memory-skips-segment", "read_memory (generation) skips the first segment", MODEL,
-        "for step, active in enumerate(schedule[:-1]):",
-        "for step, active in enumerate(schedule[1:-1]):", audit=True,
+        "read-memory-skips-segment", "read_memory (generation) skips the first segment", CORE,
+        "for step, active in enumerate(plan.schedule[:stop]):",
+        "for step, active in enumerate(plan.schedule[1:stop] if stop else plan.schedule):",
+        audit=True,
     ),
     # ---------------------------------------------------------------- positions
     Mutation(
-        "positions-start-at-one", "positions start at 1 instead of 0 in every segment", MODEL,
-        "positions = (mask.long().cumsum(-1) - 1).clamp(min=0)",
-        "positions = mask.long().cumsum(-1)",
+        "positions-start-at-one", "positions start at 1 instead of 0 in every segment", BASE,
+        "return (mask.long().cumsum(-1) - 1).clamp(min=0)",
+        "return mask.long().cumsum(-1)",
+    ),
+    Mutation(
+        "hidden-states-off-by-offset", "the head reads hidden states at the read-memory positions",
+        CORE,
+        "outputs.last_hidden_state[rows, cols + inputs.offset]",
+        "outputs.last_hidden_state[rows, cols]",
     ),
     # ---------------------------------------------------------------- masks
     Mutation(
-        "unpad-ignores-mask", "the batch is not unpadded: pads are read as tokens", MODEL,
+        "unpad-ignores-mask", "the batch is not unpadded: pads are read as tokens", CORE,
         "positions = [row.nonzero().squeeze(1) for row in valid]",
         "positions = [torch.arange(row.numel()) for row in valid]",
     ),
     Mutation(
-        "labels-ignore-padding", "labels are taken from the first columns, not the sample's", MODEL,
-        "lab = labels[b, pos]", "lab = labels[b, : ids[b].numel()]",
+        "labels-ignore-padding", "labels are taken from the first columns, not the sample's", HEAD,
+        "lab = labels[b, pos]", "lab = labels[b, : plan.ids[b].numel()]",
     ),
     Mutation(
         "generation-right-padded", "the generation prompt [memory ; last segment] is right-padded",
-        MODEL,
-        "x[i, width - r.shape[0] :] = r\n            mask[i, width - r.shape[0] :] = 1",
-        "x[i, : r.shape[0]] = r\n            mask[i, : r.shape[0]] = 1",
+        BASE,
+        "x[i, width - r.shape[0] :] = r\n        mask[i, width - r.shape[0] :] = 1",
+        "x[i, : r.shape[0]] = r\n        mask[i, : r.shape[0]] = 1",
     ),
     # ---------------------------------------------------------------- label shift across segments
     Mutation(
         "labels-not-shifted-across-segments",
-        "a segment's last token loses its target (the first token of the next segment)", MODEL,
-        "tgt[i, : e - s] = targets[b][s:e]", "tgt[i, : e - s - 1] = targets[b][s : e - 1]",
+        "a segment's last token loses its target (the first token of the next segment)", HEAD,
+        "self.tgt[i, : e - s] = self.targets[b][s:e]",
+        "self.tgt[i, : e - s - 1] = self.targets[b][s : e - 1]",
     ),
     Mutation(
-        "labels-not-shifted", "labels are not shifted: each position predicts itself", MODEL,
+        "labels-not-shifted", "labels are not shifted: each position predicts itself", HEAD,
         "targets.append(torch.cat([lab[1:], lab.new_full((1,), -100)]))",
         "targets.append(lab)",
     ),
     # ---------------------------------------------------------------- memory passing
     Mutation(
-        "memory-crosses-samples", "forward hands sample i's memory to another sample", MODEL,
-        "new_mem, sel = self._run_segment(mem_in, seg_ids, seg_mask, rows, cols)\n"
-        "            for i, (b, _, _) in enumerate(active):\n"
-        "                mems[b] = new_mem[i]",
-        "new_mem, sel = self._run_segment(mem_in, seg_ids, seg_mask, rows, cols)\n"
-        "            for i, (b, _, _) in enumerate(active):\n"
-        "                mems[b] = new_mem[-1 - i]",
+        "memory-crosses-samples", "a step's new memory is stored in another sample's row (merge)",
+        BASE,
+        "return full.to(dtype).index_copy(0, rows, new.to(dtype))",
+        "return full.to(dtype).index_copy(0, rows.flip(0), new.to(dtype))",
     ),
     Mutation(
-        "write-memory-wrong-slice", "the new memory is read at the read-memory positions", MODEL,
-        "new_memory = hidden[:, hidden.shape[1] - m :]", "new_memory = hidden[:, :m]",
+        "select-crosses-samples", "a step reads another sample's memory (select)", BASE,
+        "return map_state(lambda t: t.index_select(0, rows), state)",
+        "return map_state(lambda t: t.index_select(0, rows.flip(0)), state)",
+    ),
+    Mutation(
+        "merge-cuts-gradient", "merging a partial step's memory cuts its gradient", BASE,
+        "return full.to(dtype).index_copy(0, rows, new.to(dtype))",
+        "return full.to(dtype).index_copy(0, rows, new.to(dtype).detach())",
+    ),
+    Mutation(
+        "write-memory-wrong-slice", "the new memory is read at the read-memory positions", TOKENS,
+        "return hidden[:, hidden.shape[1] - self.num_tokens :]",
+        "return hidden[:, : self.num_tokens]",
     ),
     Mutation(
         "schedule-aligns-first-segments", "a batch is aligned on its first segments, not its last",
@@ -133,38 +155,39 @@ MUTATIONS = [
     ),
     # ---------------------------------------------------------------- generation
     Mutation(
-        "generation-memory-stale", "generation reads the memory one segment stale", MODEL,
-        "for step, active in enumerate(schedule[:-1]):",
-        "for step, active in enumerate(schedule[:-2]):",
+        "generation-memory-stale", "generation reads the memory one segment stale", CORE,
+        "return self._run(plan, stop=-1)", "return self._run(plan, stop=-2)",
     ),
     Mutation(
-        "generation-memory-crosses-samples", "read_memory hands sample i's memory to another sample",
-        MODEL,
-        "new_mem, _ = self._run_segment(mem_in, seg_ids, seg_mask, empty, empty)\n"
-        "            for i, (b, _, _) in enumerate(active):\n"
-        "                mems[b] = new_mem[i]",
-        "new_mem, _ = self._run_segment(mem_in, seg_ids, seg_mask, empty, empty)\n"
-        "            for i, (b, _, _) in enumerate(active):\n"
-        "                mems[b] = new_mem[-1 - i]",
+        "generation-memory-crosses-samples", "the generation prompt reads another sample's memory",
+        TOKENS,
+        "torch.cat([state[i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)",
+        "torch.cat([state[-1 - i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)",
     ),
     Mutation(
         "generation-without-memory", "the last prompt segment is generated from without memory",
-        MODEL,
-        "rows.append(torch.cat([mems[b].to(seg_emb.dtype), seg_emb], dim=0))",
-        "rows.append(seg_emb)",
+        TOKENS,
+        "torch.cat([state[i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)",
+        "embeds[i, : int(n)]",
     ),
     # ---------------------------------------------------------------- BPTT and checkpointing
     Mutation(
-        "bptt-keeps-one-transition", "any bptt_depth keeps only the last memory transition", MODEL,
+        "bptt-keeps-one-transition", "any bptt_depth keeps only the last memory transition", CORE,
         "if depth != -1 and step < n_steps - depth:", "if depth != -1 and step < n_steps - 1:",
     ),
     Mutation(
         "last-segment-detached-when-checkpointing",
-        "with checkpointing on, the last (not checkpointed) segment reads detached memory", MODEL,
-        "new_mem, sel = self._run_segment(mem_in, seg_ids, seg_mask, rows, cols)",
-        "new_mem, sel = self._run_segment(\n"
-        "                    mem_in.detach() if use_ckpt else mem_in, seg_ids, seg_mask, rows, cols\n"
+        "with checkpointing on, the last (not checkpointed) segment reads detached memory", CORE,
+        "new_state, hidden = self._run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)",
+        "new_state, hidden = self._run_segment(\n"
+        "                    self.memory.detach(state_in) if use_ckpt else state_in,\n"
+        "                    seg_ids, seg_mask, h_rows, h_cols,\n"
         "                )",
+    ),
+    # ---------------------------------------------------------------- checkpoints
+    Mutation(
+        "legacy-memory-not-mapped", "rmt 0.1.0 checkpoints load without their memory tokens", CORE,
+        'LEGACY_KEY_MAPPING = {"^memory$": "memory.tokens"}', "LEGACY_KEY_MAPPING = {}",
     ),
 ]  # fmt: skip
 

@@ -107,7 +107,9 @@ def tiny_model(tokenizer, *, segment_size: int = 512, num_mem_tokens: int = 16, 
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = build_model(backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size)
+    model = build_model(
+        backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size
+    )
     return model.eval()
 
 

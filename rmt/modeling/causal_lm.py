@@ -127,7 +127,9 @@ class RMTForCausalLM(RMTPreTrainedModel):
         if targets is not None:
             counts = reader.counts
             out.loss = reader.loss_sum.sum() / counts.sum().clamp(min=1)
-            out.sample_loss = reader.loss_sum / counts.where(counts > 0, torch.zeros_like(counts)).float()
+            out.sample_loss = (
+                reader.loss_sum / counts.where(counts > 0, torch.zeros_like(counts)).float()
+            )
             out.num_label_tokens = counts
         if want_logits:
             out.logits = reader.full_logits(plan)

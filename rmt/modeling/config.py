@@ -29,7 +29,7 @@ def position_budget_error(
         return None
     return (
         f"{segment_key}={segment_size} + {extra_key}={extra} = {need} exceeds the backbone's "
-        f"position limit ({limit}); lower {segment_key} to {max(limit - extra, 1)} or use fewer "
+        f"position limit of {limit} positions; lower {segment_key} to {max(limit - extra, 1)} or use fewer "
         f"memory tokens{hint}."
     )
 

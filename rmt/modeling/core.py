@@ -107,11 +107,12 @@ class RMTPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.from_pretrained`, which also reads checkpoints of rmt 0.1.0."""
         if "key_mapping" in kwargs or not _is_legacy_checkpoint(pretrained_model_name_or_path):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = super().from_pretrained(
+        loaded = super().from_pretrained(
             pretrained_model_name_or_path, *args, key_mapping=LEGACY_KEY_MAPPING, **kwargs
         )
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
         model._weight_conversions = None  # save_pretrained writes today's names, not the old ones
-        return model
+        return loaded
 
     def _init_weights(self, module):
         if isinstance(module, MemoryMechanism):
@@ -222,15 +223,17 @@ class RMTPreTrainedModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ generation
     def read_memory(self, input_ids, attention_mask=None) -> State:
-        """The state each sample's last segment reads (where generation starts): the same loop
-        as `forward`, stopped before the last step."""
-        return self._run(self.make_plan(input_ids, attention_mask), stop=-1)
+        """The state each sample's last segment reads (where generation starts)."""
+        return self._read_memory(self.make_plan(input_ids, attention_mask))
+
+    def _read_memory(self, plan: SegmentPlan) -> State:
+        return self._run(plan, stop=-1)  # the same loop as forward, stopped before the last step
 
     def _prompt_inputs(self, input_ids, attention_mask=None):
         """Left-padded `(inputs_embeds, attention_mask)` of the last segment read with memory,
         ready for the backbone's `generate`."""
         plan = self.make_plan(input_ids, attention_mask)
-        state = self._run(plan, stop=-1)
+        state = self._read_memory(plan)
         seg_ids, seg_mask = self._pad_segments(plan.ids, plan.schedule[-1], 0)
         embeds = self.get_input_embeddings()(seg_ids)
         return self.memory.prepare_generation(state, embeds, seg_mask)

@@ -30,7 +30,9 @@ def map_state(fn, state: State) -> State:
         return {k: map_state(fn, v) for k, v in state.items()}
     if isinstance(state, (tuple, list)):
         return type(state)(map_state(fn, v) for v in state)
-    raise TypeError(f"memory state holds a {type(state).__name__}; use tensors in tuples/lists/dicts")
+    raise TypeError(
+        f"memory state holds a {type(state).__name__}; use tensors in tuples/lists/dicts"
+    )
 
 
 def _zip_state(fn, full: State, part: State) -> State:
