@@ -1,6 +1,6 @@
 """Optional LoRA adapters on the backbone through `peft` (`pip install -e .[peft]`).
 
-The LoRA settings are stored in `RMTConfig.lora`, and `RMTForCausalLM.__init__` re-applies them, so a
+The LoRA settings are stored in `RMTConfig.lora`, and `RMTPreTrainedModel.__init__` re-applies them, so a
 checkpoint trained with adapters reloads with `from_pretrained` alone.
 """
 
@@ -45,7 +45,7 @@ def wrap_backbone_with_lora(backbone, *, r=8, alpha=16, dropout=0.0, target_modu
 
 
 def apply_lora(model, *, r=8, alpha=16, dropout=0.0, target_modules=None):
-    """Add LoRA adapters to an `RMTForCausalLM` in place; the memory stays trainable."""
+    """Add LoRA adapters to an RMT model in place; the memory stays trainable."""
     if model.config.lora:
         raise ValueError("this model already has LoRA adapters (config.lora is set)")
     settings = {"r": r, "alpha": alpha, "dropout": dropout,
