@@ -13,11 +13,11 @@ import statistics
 import time
 from pathlib import Path
 
-from rmt.data.babilong import HaystackBuilder, parse_length
-from rmt.data.background import make_background
-from rmt.data.format import format_example
-from rmt.data.generator import generate_sample
-from rmt.data.tokenizer import build_tokenizer
+from rmt.tasks.babilong.background import make_background
+from rmt.tasks.babilong.format import format_example
+from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
+from rmt.tasks.babilong.tokenizer import build_tokenizer
 
 LENGTHS = ("4k", "16k", "128k", "1M")
 

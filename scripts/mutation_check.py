@@ -36,6 +36,7 @@ HEAD = "rmt/modeling/causal_lm.py"
 BASE = "rmt/modeling/memory/base.py"
 TOKENS = "rmt/modeling/memory/tokens.py"
 SEGMENTATION = "rmt/modeling/segmentation.py"
+PADDING = "rmt/modeling/padding.py"
 DEFAULT_TESTS = (
     "tests/test_modeling.py",
     "tests/test_modeling_padding.py",
@@ -111,9 +112,9 @@ MUTATIONS = [
     ),
     Mutation(
         "generation-right-padded", "the generation prompt [memory ; last segment] is right-padded",
-        BASE,
-        "x[i, width - r.shape[0] :] = r\n        mask[i, width - r.shape[0] :] = 1",
-        "x[i, : r.shape[0]] = r\n        mask[i, : r.shape[0]] = 1",
+        PADDING,
+        "out[i, width - row.shape[0] :] = row\n        mask[i, width - row.shape[0] :] = 1",
+        "out[i, : row.shape[0]] = row\n        mask[i, : row.shape[0]] = 1",
     ),
     # ---------------------------------------------------------------- label shift across segments
     Mutation(

@@ -154,10 +154,10 @@ def make_checkpoint(
 
     import rmt
     from rmt import RMTConfig, RMTForCausalLM
-    from rmt.config.schema import TrainConfig
-    from rmt.data.tokenizer import build_tokenizer
+    from rmt.config.schema import typed
     from rmt.modeling.backbones import tiny_backbone_config
-    from rmt.train.checkpoint import save_best
+    from rmt.run import save_best
+    from rmt.tasks.babilong.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
@@ -174,7 +174,7 @@ def make_checkpoint(
     model = RMTForCausalLM(
         RMTConfig(backbone_config=bb, num_mem_tokens=num_mem_tokens, segment_size=segment_size)
     )
-    cfg = OmegaConf.structured(TrainConfig)
+    cfg = typed({})
     cfg.task.tasks = list(tasks)
     cfg.output_dir = str(run_dir)
     (run_dir / ".hydra").mkdir(parents=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import checkout_env, main_in_process, python_module
 
-from rmt.train.checkpoint import resolve_checkpoint
+from rmt.run import resolve_checkpoint
 
 
 def _steps(run: Path, split: str) -> list[int]:
@@ -149,12 +149,12 @@ def test_cli_returns_the_best_metric_for_sweepers(monkeypatch):
     from omegaconf import OmegaConf
 
     from rmt.cli import train as train_cli
-    from rmt.train import loop
+    from rmt.train import trainer
 
     task_function = train_cli.main.__wrapped__  # what Hydra's run_job calls
     metrics = {"best_metric": 0.75, "final_accuracy": 0.5, "final_loss": 1.25, "steps": 9}
     monkeypatch.setattr(train_cli, "run_config", lambda cfg: cfg)
-    monkeypatch.setattr(loop, "train", lambda cfg: metrics)
+    monkeypatch.setattr(trainer, "train", lambda cfg: metrics)
     assert task_function(OmegaConf.create({})) == 0.75
     metrics.update(signal=int(signal.SIGINT), stopped="preempted")
     with pytest.raises(SystemExit) as stop:

@@ -147,7 +147,7 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["task.background.kind=files", "task.background.path=/no/such.txt"], "background.path"),
         (["task.background.kind=hf"], "task.background.dataset"),
         (["task.background.kind=web"], "task.background.kind"),
-        (["task.source=local", "task.path=/no/such/dir"], "task.path"),
+        (["task.source=babi", "task.path=/no/such/dir"], "task.path"),
         (["task.position=[0.5,0.2]"], "task.position"),
         (["task.curriculum=[]"], "task.curriculum"),
         (["task.curriculum=[{segments:[1]}]"], "facts_before_last_segment"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rmt.data.babi import BabiFormatError, BabiSample, read_babi, task_from_filename
+from rmt.tasks.babilong.babi import BabiFormatError, BabiSample, read_babi, task_from_filename
 
 QA1 = """1 Mary moved to the bathroom.
 2 John went to the hallway.

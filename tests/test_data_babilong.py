@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rmt.data.babi import BabiSample
-from rmt.data.babilong import HaystackBuilder, parse_length
-from rmt.data.background import Background, make_background
-from rmt.data.format import ANSWER_MARKER, IGNORE_INDEX, format_example
-from rmt.data.generator import generate_sample
-from rmt.data.tokenizer import build_tokenizer
+from rmt.tasks.babilong.babi import BabiSample
+from rmt.tasks.babilong.background import Background, make_background
+from rmt.tasks.babilong.format import ANSWER_MARKER, IGNORE_INDEX, format_example
+from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
+from rmt.tasks.babilong.tokenizer import build_tokenizer
 
 
 @pytest.fixture(scope="module")

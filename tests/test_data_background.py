@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rmt.data.background import (
+from rmt.tasks.babilong.background import (
     FORBIDDEN_WORDS,
     MIN_SENTENCES,
     Background,
@@ -16,7 +16,7 @@ from rmt.data.background import (
     make_background,
     split_sentences,
 )
-from rmt.data.generator import OBJECTS, PEOPLE, QA5_PEOPLE, QA10_PEOPLE, ROOMS
+from rmt.tasks.babilong.generator import OBJECTS, PEOPLE, QA5_PEOPLE, QA10_PEOPLE, ROOMS
 
 TEXT = " ".join(f"The lamp number {i} was lit by the keeper. Was it bright?" for i in range(30))
 

@@ -8,13 +8,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rmt.data.babi import BabiSample
-from rmt.data.babilong import HaystackBuilder
-from rmt.data.background import Background, make_background
-from rmt.data.dataset import BabilongDataset, CurriculumBatchSampler, collate
-from rmt.data.format import IGNORE_INDEX
-from rmt.data.generator import generate_sample
-from rmt.data.tokenizer import build_tokenizer
+from rmt.modeling.padding import left_pad
+from rmt.tasks.babilong.babi import BabiSample
+from rmt.tasks.babilong.background import Background, make_background
+from rmt.tasks.babilong.dataset import BabilongDataset, collate
+from rmt.tasks.babilong.format import IGNORE_INDEX
+from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.haystack import HaystackBuilder
+from rmt.tasks.babilong.tokenizer import build_tokenizer
+from rmt.tasks.generative import batch_prompts
+from rmt.train.curriculum import CurriculumBatchSampler
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,7 @@ def test_dataset_argument_errors(tok, builder):
         make(tok, builder, split="holdout")
 
 
-def test_collate_pads_right_and_prompts_left(tok, builder):
+def test_collate_pads_right_and_gives_the_prompts(tok, builder):
     ds = make(tok, builder, length=None, max_facts=3)
     items = [ds[(0, 100)], ds[(1, 120)]]
     batch = collate(items, pad_id=tok.pad_token_id)
@@ -124,10 +127,14 @@ def test_collate_pads_right_and_prompts_left(tok, builder):
     assert batch["labels"][0, 100:].eq(IGNORE_INDEX).all()
     assert batch["labels"][0, :100].tolist() == items[0]["labels"]
     p0, p1 = items[0]["prompt_length"], items[1]["prompt_length"]
+    assert batch["prompt_length"].tolist() == [p0, p1]
+    # the generation prompts are the inputs up to the answer, left-padded when generating
+    prompts = batch_prompts(batch)
+    assert [p.tolist() for p in prompts] == [items[0]["input_ids"][:p0], items[1]["input_ids"][:p1]]
+    ids, mask = left_pad(prompts, tok.pad_token_id)
     width = max(p0, p1)
-    assert batch["prompt_input_ids"].shape == (2, width)
-    assert batch["prompt_input_ids"][0, width - p0 :].tolist() == items[0]["input_ids"][:p0]
-    assert batch["prompt_attention_mask"][0].tolist() == [0] * (width - p0) + [1] * p0
+    assert ids.shape == (2, width) and ids[0, width - p0 :].tolist() == items[0]["input_ids"][:p0]
+    assert mask[0].tolist() == [0] * (width - p0) + [1] * p0
     assert batch["target"] == [items[0]["target"], items[1]["target"]]
     assert batch["task"] == ["qa1", "qa2"] and len(batch["question"]) == 2
 

@@ -10,13 +10,13 @@ import re
 
 import pytest
 
-from rmt.data.generator import (
+from rmt.tasks.babilong.generator import (
     OBJECTS,
     TASKS,
     generate_sample,
     split_of_story,
 )
-from rmt.data.scoring import TASK_LABELS, compare_answers, target_labels
+from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, target_labels
 
 MOVE = re.compile(r"^(\w+) (?:moved|went|journeyed|travelled|went back) to the (\w+)\.$")
 PICK = re.compile(r"^(\w+) (?:picked up|got|grabbed|took) the (\w+) there\.$")

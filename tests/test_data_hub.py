@@ -8,9 +8,9 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from rmt.data.dataset import BabilongTextDataset  # noqa: E402
-from rmt.data.hub import BabilongLoadError, load_babilong  # noqa: E402
-from rmt.data.tokenizer import build_tokenizer  # noqa: E402
+from rmt.tasks.babilong.dataset import BabilongTextDataset  # noqa: E402
+from rmt.tasks.babilong.published import BabilongLoadError, load_babilong  # noqa: E402
+from rmt.tasks.babilong.tokenizer import build_tokenizer  # noqa: E402
 
 ROWS = [
     {

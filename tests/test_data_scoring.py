@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rmt.data.scoring import TASK_LABELS, compare_answers, exact_match
+from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match
 
 
 def test_label_sets_match_babilong():

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from rmt.data.background import make_background
-from rmt.data.format import ANSWER_MARKER
-from rmt.data.generator import TASKS, generate_sample
-from rmt.data.scoring import compare_answers
-from rmt.data.tokenizer import build_tokenizer, load_tokenizer, split_words
+from rmt.tasks.babilong.background import make_background
+from rmt.tasks.babilong.format import ANSWER_MARKER
+from rmt.tasks.babilong.generator import TASKS, generate_sample
+from rmt.tasks.babilong.scoring import compare_answers
+from rmt.tasks.babilong.tokenizer import build_tokenizer, load_tokenizer, split_words
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_compare_checkpoints_and_seed(tmp_path: Path):
     ] != [p["prompt_tokens"] for p in preds_s0]
 
 
-def test_local_and_hub_sources_read_babilong_files(run_dir: Path, tmp_path: Path):
+def test_babilong_source_reads_babilong_files(run_dir: Path, tmp_path: Path):
     root = tmp_path / "babilong"
     (root / "0k").mkdir(parents=True)
     rows = [
@@ -149,22 +149,41 @@ def test_local_and_hub_sources_read_babilong_files(run_dir: Path, tmp_path: Path
         {"input": "Daniel went to the office.", "question": "Where is Daniel?", "target": "office"},
     ]  # fmt: skip
     (root / "0k" / "qa1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for source in ("local", "hub"):  # hub ids also accept a local copy in the same format
-        out = tmp_path / source
-        res = run_eval_inprocess(
-            [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[0k]", "samples=5",
-             f"data.source={source}", f"data.path={root}", "progress_bar=false"],
-            out,
-        )  # fmt: skip
-        assert len(res) == 1 and res[0].n == 2  # fewer rows than samples: all rows, n says so
-        preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-        assert [p["target"] for p in preds] == ["kitchen", "office"]
+    out = tmp_path / "babilong_out"  # a local copy in the published format (or a Hub id)
+    res = run_eval_inprocess(
+        [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[0k]", "samples=5",
+         "data.source=babilong", f"data.path={root}", "progress_bar=false"],
+        out,
+    )  # fmt: skip
+    assert len(res) == 1 and res[0].n == 2  # fewer rows than samples: all rows, n says so
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["target"] for p in preds] == ["kitchen", "office"]
     with pytest.raises(ValueError, match="found no BABILong data"):
         run_eval_inprocess(
             [f"checkpoint={run_dir}", "tasks=[qa2]", "lengths=[0k]", "samples=1",
-             "data.source=local", f"data.path={root}", "progress_bar=false"],
+             "data.source=babilong", f"data.path={root}", "progress_bar=false"],
             tmp_path / "missing",
         )  # fmt: skip
+
+
+def test_babi_source_hides_babi_file_stories(run_dir: Path, tmp_path: Path):
+    """data.source=babi: stories of the bAbI test files, hidden in the background at the length."""
+    story = (
+        "1 Mary moved to the bathroom.\n2 John went to the hallway.\n"
+        "3 Where is Mary? \tbathroom\t1\n4 Daniel went back to the hallway.\n"
+        "5 Sandra moved to the garden.\n6 Where is Daniel? \thallway\t4\n"
+    )
+    (tmp_path / "qa1_single-supporting-fact_test.txt").write_text(story)
+    out = tmp_path / "babi_out"
+    res = run_eval_inprocess(
+        [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[200]", "samples=5",
+         "data.source=babi", f"data.path={tmp_path}", "progress_bar=false"],
+        out,
+    )  # fmt: skip
+    assert len(res) == 1 and res[0].n == 2  # the file holds two questions
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["target"] for p in preds] == ["bathroom", "hallway"]
+    assert all(p["prompt_tokens"] > 200 for p in preds)  # a 200-token haystack, then the question
 
 
 @pytest.mark.slow
@@ -216,8 +235,8 @@ def _ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:
 
 def test_background_override(run_dir: Path, tmp_path: Path, monkeypatch):
     """background.kind/path replace the run's background; the stories stay the same."""
-    from rmt.data.tokenizer import build_tokenizer
-    from rmt.eval import evaluate
+    from rmt.eval import grid
+    from rmt.tasks.babilong.tokenizer import build_tokenizer
 
     words = "the a ship sea wind calm grey stone road long old city river bright night".split()
     text = " ".join(
@@ -226,13 +245,13 @@ def test_background_override(run_dir: Path, tmp_path: Path, monkeypatch):
     )
     (tmp_path / "bg.txt").write_text(text)
     prompts: list[list[int]] = []  # every prompt the model reads, as token ids
-    generate = evaluate.generate_answers
+    generate = grid.generate_answers
 
     def spy(model, batch, **kwargs):
         prompts.extend(p.tolist() for p in batch)
         return generate(model, batch, **kwargs)
 
-    monkeypatch.setattr(evaluate, "generate_answers", spy)
+    monkeypatch.setattr(grid, "generate_answers", spy)
     common = [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[128]", "samples=2",
               "progress_bar=false"]  # fmt: skip
     run_eval_inprocess(common, tmp_path / "builtin")

@@ -12,7 +12,7 @@ from helpers import compose_eval, make_checkpoint, run_eval_inprocess, snapshot
 
 import rmt
 from rmt.eval import checkpoint as ckpt_io
-from rmt.eval.checkpoint import CheckpointError
+from rmt.run import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -137,7 +137,9 @@ def test_eval_config_errors(good_run: Path, tmp_path: Path):
         ([f"checkpoint={good_run}", "tasks=[qa99]"], "unknown task names"),
         ([f"checkpoint={good_run}", "lengths=[4x]"], "cannot read length"),
         ([f"checkpoint={good_run}", "data.source=web"], "data.source='web'"),
-        ([f"checkpoint={good_run}", "data.source=local"], "needs data.path"),
+        ([f"checkpoint={good_run}", "data.source=babi"], "needs data.path"),
+        ([f"checkpoint={good_run}", "data.source=local"], "renamed: use data.source=babilong"),
+        ([f"checkpoint={good_run}", "data.source=hub"], "renamed: use data.source=babilong"),
         ([f"checkpoint={good_run}", "samples=0"], "samples=0"),
         ([f"checkpoint={good_run}", "position=[0.5,0.2]"], "position="),
         ([f"checkpoint={good_run}", "names=[a,b]"], "one name per checkpoint"),

@@ -10,17 +10,13 @@ import torch
 from omegaconf import OmegaConf
 
 from rmt import RMTConfig, RMTForCausalLM
-from rmt.data.tokenizer import build_tokenizer
-from rmt.eval.data import item_factory
-from rmt.eval.evaluate import (
-    EvalItem,
-    batch_size_for,
-    evaluate_model,
-    generate_answers,
-    left_pad,
-    unique_names,
-)
+from rmt.eval.grid import Grid, batch_size_for, evaluate_model, unique_names
 from rmt.modeling.backbones import tiny_backbone_config
+from rmt.modeling.padding import left_pad
+from rmt.tasks.babilong.config import BabilongTaskConfig
+from rmt.tasks.babilong.tokenizer import build_tokenizer
+from rmt.tasks.base import EvalCell, EvalItem, build_task
+from rmt.tasks.generative import generate_answers
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -28,6 +24,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 @pytest.fixture(scope="module")
 def tokenizer():
     return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def babilong(tokenizer):
+    """The BABILong task as rmt-eval builds it: generated stories, builtin background."""
+    return build_task(OmegaConf.structured(BabilongTaskConfig), tokenizer=tokenizer,
+                      segment_size=32, seed=0)  # fmt: skip
+
+
+def _grid(task, tokenizer, **kwargs) -> Grid:
+    return Grid(task, tokenizer, kwargs.pop("name", "stub"), "x", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +69,20 @@ class AnswerStub(torch.nn.Module):
         return torch.tensor([row] * ids.shape[0])
 
 
-def test_counts_and_one_batch_at_a_time(tokenizer, tmp_path: Path):
+def test_counts_and_one_batch_at_a_time(tokenizer, babilong, tmp_path: Path):
     log: list = []
     targets = ["kitchen", "garden", "kitchen", "office", "kitchen"]
 
-    def make_items(task, label, tokens):
+    def make_items(cell):
         for i, target in enumerate(targets):
             log.append(("build", i))
             ids = tokenizer(" Mary went home . Where is Mary ? Answer:")["input_ids"]
-            yield EvalItem(task, i, ids, target, "Where is Mary?")
+            yield EvalItem(cell.task, i, ids, target, "Where is Mary?")
 
     model = AnswerStub(tokenizer, "kitchen", log)
-    rows = evaluate_model(
-        model, tokenizer, name="stub", checkpoint="x", tasks=["qa1"], lengths=[("0k", 0)],
-        make_items=make_items, batch_size=2, max_new_tokens=5, progress=False,
-        predictions_path=tmp_path / "p.jsonl",
-    )  # fmt: skip
+    with open(tmp_path / "p.jsonl", "a") as predictions:
+        grid = _grid(babilong, tokenizer, batch_size=2, max_new_tokens=5, predictions=predictions)
+        rows = evaluate_model(model, grid, [EvalCell("qa1", "0k", 0)], make_items, progress=False)
     (row,) = rows
     assert (row.correct, row.n, row.accuracy) == (3, 5, 60.0)
     assert row.exact_match == 60.0  # the output is exactly "kitchen"
@@ -92,12 +97,12 @@ def test_counts_and_one_batch_at_a_time(tokenizer, tmp_path: Path):
     assert [p["correct"] for p in preds] == [t == "kitchen" for t in targets]
 
 
-def test_scoring_uses_babilong_rule_not_string_equality(tokenizer):
+def test_scoring_uses_babilong_rule_not_string_equality(tokenizer, babilong):
     items = [EvalItem("qa2", 0, [5, 6, 7], "kitchen", "Where is the milk?")]
     model = AnswerStub(tokenizer, "the milk is in the kitchen", [])
     (row,) = evaluate_model(
-        model, tokenizer, name="s", checkpoint="", tasks=["qa2"], lengths=[("0k", 0)],
-        make_items=lambda *a: items, max_new_tokens=10, progress=False,
+        model, _grid(babilong, tokenizer, max_new_tokens=10), [EvalCell("qa2", "0k", 0)],
+        lambda cell: items, progress=False,
     )  # fmt: skip
     assert row.accuracy == 100.0 and row.exact_match == 0.0
 
@@ -110,18 +115,18 @@ def test_batch_size_shrinks_with_length():
 
 
 def test_left_pad():
-    ids, mask = left_pad([torch.tensor([1, 2, 3]), torch.tensor([4])], pad_id=0)
+    ids, mask = left_pad([torch.tensor([1, 2, 3]), torch.tensor([4])], 0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    # embeddings too (the model's final segment): trailing dimensions are kept
+    emb, mask = left_pad([torch.ones(2, 3), torch.full((1, 3), 2.0)])
+    assert emb.shape == (2, 2, 3) and emb[1, 0].eq(0).all() and emb[1, 1].eq(2).all()
+    assert mask.tolist() == [[1, 1], [0, 1]]
 
 
-def test_batched_equals_one_by_one(tiny, tokenizer):
+def test_batched_equals_one_by_one(tiny, tokenizer, babilong):
     """Padding in a batch (0k prompts differ in length) changes no answer."""
-    make = item_factory(
-        OmegaConf.create({"source": "generated", "path": None, "split": "test"}),
-        tokenizer=tokenizer, background=None, position=[0.0, 1.0], samples=6, seed=0,
-    )  # fmt: skip
-    items = list(make("qa2", "0k", 0))
+    items = list(babilong.eval_items(EvalCell("qa2", "0k", 0), samples=6, seed=0))
     assert len({len(it.prompt_ids) for it in items}) > 1
     prompts = [torch.as_tensor(it.prompt_ids) for it in items]
     kw = {"max_new_tokens": 4, "pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id}
@@ -175,13 +180,11 @@ def test_rmt_gets_the_whole_prompt(tiny, monkeypatch):
     assert torch.equal(ids[0], prompts[0]) and torch.equal(ids[1, 10:], prompts[1])
 
 
-def test_generated_items_are_seeded(tokenizer):
-    cfg = OmegaConf.create({"source": "generated", "path": None, "split": "test"})
-
+def test_generated_items_are_seeded(tokenizer, babilong):
     def prompts(seed, length):
-        make = item_factory(cfg, tokenizer=tokenizer, background=None, position=[0.0, 1.0],
-                            samples=3, seed=seed)  # fmt: skip
-        return [(list(it.prompt_ids), it.target) for it in make("qa1", str(length), length)]
+        cell = EvalCell("qa1", str(length), length)
+        return [(list(it.prompt_ids), it.target)
+                for it in babilong.eval_items(cell, samples=3, seed=seed)]  # fmt: skip
 
     a = prompts(0, 300)
     assert prompts(0, 300) == a

@@ -1,6 +1,6 @@
 """Long inputs stream through evaluation: peak memory does not grow with the input length.
 
-Measured in fresh processes (``python -m rmt.eval.longrun`` of this checkout) with the kernel's
+Measured in fresh processes (``python scripts/longrun.py`` of this checkout) with the kernel's
 peak-RSS mark reset before each run. Each length runs in its own process, so no measurement can
 hide a tensor that grows with the input in heap that an earlier, longer run freed (the
 allocator's own settings, such as glibc's ``MALLOC_MMAP_THRESHOLD_``, are left alone).
@@ -16,20 +16,26 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import checkout_env, python_module
+from helpers import checkout_env
 
 PROMPT_BYTES_PER_TOKEN = 128  # generous bound for the prompt's own storage
 
 
 def _longrun(jobs: dict[str, list[str]], folder: Path, timeout: int) -> dict[str, list[dict]]:
-    """Run ``rmt.eval.longrun`` once per job, all at once; the JSON lines of each."""
+    """Run ``scripts/longrun.py`` once per job, all at once; the JSON lines of each."""
     procs = {}
     for name, args in jobs.items():
         out = folder / f"{name}.jsonl"
-        cmd = [*python_module("rmt.eval.longrun"), *args, "--out", str(out)]
+        cmd = [
+            *[sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "longrun.py")],
+            *args,
+            "--out",
+            str(out),
+        ]
         procs[name] = (out, subprocess.Popen(
             cmd, env=checkout_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         ))  # fmt: skip

@@ -19,7 +19,7 @@ from rmt.modeling import factory
 from rmt.modeling.adapters import ADAPTERS, adapter_for, decoder_layers
 from rmt.modeling.backbones import FAMILIES, tiny_backbone_config
 from rmt.modeling.memory import MECHANISMS, MemoryMechanism, SegmentInputs
-from rmt.modeling.memory.base import left_pad
+from rmt.modeling.padding import left_pad
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

@@ -13,7 +13,7 @@ import yaml
 from helpers import checkout_env, python_module
 
 from rmt.cli import report as report_cli
-from rmt.eval import report as sweep
+from rmt.sweep import report as sweep
 
 
 def _make_job(

@@ -12,8 +12,11 @@ import pytest
 import torch
 from helpers import events as _events
 
-from rmt.train import checkpoint, loop
-from rmt.train.checkpoint import CheckpointError
+from rmt import run as checkpoint
+from rmt.run import CheckpointError
+from rmt.train import build, curriculum, trainer
+from rmt.train.resume import PreemptionGuard, resume_config
+from rmt.train.trainer import Trainer
 
 # two curriculum stages of 3 steps on one-fact qa1 stories: 1 segment, then 1-2 segments
 TWO_STAGES = (
@@ -39,7 +42,7 @@ def _optimizer_probe(monkeypatch) -> tuple[list[list], list[int]]:
     """Record, at every real optimizer step, the gradients it steps with and, after it, the
     step count of the first parameter's Adam state (the one place that touches internals)."""
     grads, counts = [], []
-    make = loop.make_optimizer
+    make = build.make_optimizer
 
     def probed(cfg, model):
         opt = make(cfg, model)
@@ -55,7 +58,7 @@ def _optimizer_probe(monkeypatch) -> tuple[list[list], list[int]]:
         opt.register_step_post_hook(after)
         return opt
 
-    monkeypatch.setattr(loop, "make_optimizer", probed)
+    monkeypatch.setattr(build, "make_optimizer", probed)
     return grads, counts
 
 
@@ -63,7 +66,7 @@ def test_two_step_run_writes_the_run_folder(fast_cfg):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = fast_cfg("trainer.max_steps=2", "trainer.eval_every=2")
-    result = loop.train(cfg)
+    result = trainer.train(cfg)
     run = Path(cfg.output_dir)
 
     assert result["steps"] == 2 and result["stopped"] == "max_steps"
@@ -98,18 +101,18 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(fast_cfg):
     common = (*TWO_STAGES, "trainer.max_steps=6", "trainer.eval_every=2", "backbone.dropout=0.1",
               "optim.scheduler.warmup_steps=2")  # fmt: skip
     full = fast_cfg(*common, run="full")
-    loop.train(full)
+    trainer.train(full)
 
     part = fast_cfg(*common, run="part")
-    stopped = loop.train(part, stop_at_step=3)
+    stopped = trainer.train(part, stop_at_step=3)
     assert stopped["stopped"] == "preempted" and stopped["step"] == 3
     assert not (Path(part.output_dir) / "summary.json").exists()
     state = json.loads((Path(part.output_dir) / "last/trainer_state.json").read_text())
     assert (state["step"], state["stage"]) == (3, 0)
 
-    resumed = checkpoint.resume_config(part.output_dir, [])
+    resumed = resume_config(part.output_dir, [])
     resumed.trainer.progress_bar = False
-    result = loop.train(resumed)
+    result = trainer.train(resumed)
     assert result["steps"] == 6
 
     a, b = _curve(Path(full.output_dir)), _curve(Path(part.output_dir))
@@ -119,22 +122,22 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(fast_cfg):
 
 def test_resume_config_keeps_the_run_and_refuses_group_changes(fast_cfg):
     cfg = fast_cfg("trainer.max_steps=1", "trainer.eval_every=1")
-    loop.train(cfg)
-    resumed = checkpoint.resume_config(cfg.output_dir, ["resume=x", "trainer.max_steps=3"])
+    trainer.train(cfg)
+    resumed = resume_config(cfg.output_dir, ["resume=x", "trainer.max_steps=3"])
     assert resumed.trainer.max_steps == 3 and resumed.memory.num_tokens == 4
     assert resumed.output_dir == cfg.output_dir
     with pytest.raises(CheckpointError, match="only plain keys"):
-        checkpoint.resume_config(cfg.output_dir, ["task=babilong_qa2"])
+        resume_config(cfg.output_dir, ["task=babilong_qa2"])
     with pytest.raises(CheckpointError, match="config.yaml not found"):
-        checkpoint.resume_config(Path(cfg.output_dir) / "nope", [])
+        resume_config(Path(cfg.output_dir) / "nope", [])
 
 
 def test_existing_run_folder_is_never_overwritten(fast_cfg):
     cfg = fast_cfg("trainer.max_steps=1", "trainer.eval_every=1")
-    loop.train(cfg)
+    trainer.train(cfg)
     before = (Path(cfg.output_dir) / "metrics.jsonl").read_text()
     with pytest.raises(CheckpointError, match="never overwritten"):
-        loop.train(cfg)
+        trainer.train(cfg)
     assert (Path(cfg.output_dir) / "metrics.jsonl").read_text() == before
 
 
@@ -143,7 +146,7 @@ def test_resume_without_checkpoint_says_what_to_do(fast_cfg, tmp_path):
     cfg.resume = cfg.output_dir
     Path(cfg.output_dir).mkdir()
     with pytest.raises(CheckpointError, match="no complete last/"):
-        loop.train(cfg)
+        trainer.train(cfg)
 
 
 def test_atomic_dir_keeps_the_previous_checkpoint_on_failure(tmp_path):
@@ -170,7 +173,7 @@ def test_failed_best_save_leaves_best_untouched(fast_cfg, monkeypatch):
     cfg = fast_cfg("trainer.max_steps=2", "trainer.eval_every=1")
     scores = iter([0.5, 0.9])
 
-    def evaluate(*args, **kwargs):
+    def evaluate(self):
         return {"accuracy": next(scores), "loss": 1.0, "samples": 8}
 
     def broken_save(*args, **kwargs):
@@ -185,10 +188,10 @@ def test_failed_best_save_leaves_best_untouched(fast_cfg, monkeypatch):
             kwargs["tokenizer"].save_pretrained = broken_save
         return original_save(target, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate", evaluate)
-    monkeypatch.setattr(loop, "save_best", save_then_break)
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    monkeypatch.setattr(trainer, "save_best", save_then_break)
     with pytest.raises(OSError, match="disk full"):
-        loop.train(cfg)
+        trainer.train(cfg)
     run = Path(cfg.output_dir)
     assert json.loads((run / "best/trainer_state.json").read_text())["step"] == 1
     assert (run / "best/model.safetensors").is_file()
@@ -209,23 +212,24 @@ def test_curriculum_switches_stage_from_the_best_model(fast_cfg, monkeypatch):
     # stage 0: best at step 1 (0.9), then worse; stage 1 starts from step 1's weights
     scores = iter([0.9, 0.2, 0.1, 0.3, 0.4])
     monkeypatch.setattr(
-        loop, "evaluate", lambda *a, **k: {"accuracy": next(scores), "loss": 1.0, "samples": 8}
+        Trainer, "evaluate", lambda self: {"accuracy": next(scores), "loss": 1.0, "samples": 8}
     )
     seen = {}
-    original = loop._next_stage
+    original = Trainer.next_stage
 
-    def spy(accelerator, model, optimizer, run_dir, progress):
+    def spy(self):
+        accelerator, model, run_dir = self.accelerator, self.model, self.run_dir
         before = {k: v.clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        original(accelerator, model, optimizer, run_dir, progress)
+        original(self)
         best = RMTForCausalLM.from_pretrained(run_dir / "best").state_dict()
         after = accelerator.unwrap_model(model).state_dict()
         seen["loaded_best"] = all(torch.equal(after[k], best[k]) for k in best)
         seen["changed"] = any(not torch.equal(after[k], before[k]) for k in before)
         seen["best_step"] = json.loads((run_dir / "best/trainer_state.json").read_text())["step"]
 
-    monkeypatch.setattr(loop, "_next_stage", spy)
+    monkeypatch.setattr(Trainer, "next_stage", spy)
     _, adam_steps = _optimizer_probe(monkeypatch)
-    result = loop.train(cfg)
+    result = trainer.train(cfg)
     assert seen == {"loaded_best": True, "changed": True, "best_step": 1}
     assert adam_steps == [1, 2, 3, 1, 2]  # fresh optimizer moments in stage 1
     assert result["stopped"] == "curriculum_done" and result["steps"] == 5
@@ -247,23 +251,24 @@ def test_until_accuracy_ends_a_stage_early(fast_cfg, monkeypatch):
     )
     scores = iter([0.1, 0.6, 0.0])
     monkeypatch.setattr(
-        loop, "evaluate", lambda *a, **k: {"accuracy": next(scores), "loss": 1.0, "samples": 8}
+        Trainer, "evaluate", lambda self: {"accuracy": next(scores), "loss": 1.0, "samples": 8}
     )
-    result = loop.train(cfg)
+    result = trainer.train(cfg)
     assert result["steps"] == 3 and result["stopped"] == "curriculum_done"
     assert [e["stage"] for e in _events(Path(cfg.output_dir), "train")] == [0, 0, 1]
 
 
 def test_aux_lm_loss_adds_the_text_loss(fast_cfg):
-    from rmt.train import build
+    from rmt.config import typed
 
-    cfg = fast_cfg()
+    cfg = typed(fast_cfg())
     tok = build.build_tokenizer(cfg)
     torch.manual_seed(0)
     model = build.build_model(cfg, tok)
-    batch = next(iter(build.TaskData(cfg, tok).train_loader(0, epoch=0, batch_size=4)))
-    plain, parts = loop.compute_loss(model, batch, 0.0)
-    mixed, parts_aux = loop.compute_loss(model, batch, 0.5)
+    task = build.task_for(cfg, tok)
+    batch = next(iter(curriculum.train_loader(task, cfg, 0, epoch=0, batch_size=4)))
+    plain, parts = trainer.compute_loss(model, batch, 0.0)
+    mixed, parts_aux = trainer.compute_loss(model, batch, 0.5)
     assert parts_aux["loss"] == pytest.approx(plain.item(), rel=1e-5)
     assert mixed.item() == pytest.approx(plain.item() + 0.5 * parts_aux["lm_loss"].item(), rel=1e-5)
     assert parts_aux["lm_loss"].item() > 0
@@ -271,19 +276,19 @@ def test_aux_lm_loss_adds_the_text_loss(fast_cfg):
 
 def test_lr_schedule_warms_up_then_decays():
     kw = dict(stage_start=10, stage_steps=20, warmup=4, min_ratio=0.1)
-    cosine = [loop.lr_factor(s, name="cosine", **kw) for s in range(10, 30)]
+    cosine = [curriculum.lr_factor(s, name="cosine", **kw) for s in range(10, 30)]
     assert cosine[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert cosine[4] == pytest.approx(1.0) and cosine[-1] > 0.1
     assert all(a >= b for a, b in zip(cosine[4:], cosine[5:], strict=False))
-    assert loop.lr_factor(40, name="cosine", **kw) == pytest.approx(0.1)
-    assert loop.lr_factor(40, name="linear", **kw) == pytest.approx(0.1)
-    assert loop.lr_factor(20, name="constant", **kw) == 1.0
-    assert math.isclose(loop.lr_factor(22, name="linear", **kw), 1 - 0.9 * 8 / 16)
+    assert curriculum.lr_factor(40, name="cosine", **kw) == pytest.approx(0.1)
+    assert curriculum.lr_factor(40, name="linear", **kw) == pytest.approx(0.1)
+    assert curriculum.lr_factor(20, name="constant", **kw) == 1.0
+    assert math.isclose(curriculum.lr_factor(22, name="linear", **kw), 1 - 0.9 * 8 / 16)
 
 
 def test_preemption_guard_turns_sigterm_into_a_flag():
     before = signal.getsignal(signal.SIGTERM)
-    with checkpoint.PreemptionGuard() as guard:
+    with PreemptionGuard() as guard:
         assert not guard.triggered
         os.kill(os.getpid(), signal.SIGTERM)
         assert guard.triggered and guard.received == signal.SIGTERM
@@ -300,7 +305,7 @@ def test_preemption_guard_gives_a_second_signal_its_previous_action():
 
     before = signal.signal(signal.SIGUSR1, previous)
     try:
-        with checkpoint.PreemptionGuard(signals=(signal.SIGUSR1,)) as guard:
+        with PreemptionGuard(signals=(signal.SIGUSR1,)) as guard:
             os.kill(os.getpid(), signal.SIGUSR1)
             assert guard.received == signal.SIGUSR1 and calls == []
             os.kill(os.getpid(), signal.SIGUSR1)
@@ -323,15 +328,15 @@ def _write_babi(folder: Path) -> None:
         (folder / f"qa1_single-supporting-fact_{split}.txt").write_text(story * 10)
 
 
-def test_local_babi_files_train(fast_cfg, tmp_path):
+def test_babi_files_train(fast_cfg, tmp_path):
     data = tmp_path / "babi"
     data.mkdir()
     _write_babi(data)
     cfg = fast_cfg(
-        "task.source=local", f"task.path={data}", "trainer.max_steps=1", "task.valid_samples=4",
+        "task.source=babi", f"task.path={data}", "trainer.max_steps=1", "task.valid_samples=4",
         "task.curriculum=[{segments:[4]}]",  # stories of up to 5 facts before the last segment
     )  # fmt: skip
-    result = loop.train(cfg)
+    result = trainer.train(cfg)
     assert result["steps"] == 1
     assert _events(Path(cfg.output_dir), "valid")[-1]["samples"] == 4
 
@@ -350,33 +355,32 @@ def test_prebuilt_babilong_rows_train(fast_cfg, tmp_path):
         "task=babilong_hub", f"task.path={tmp_path / 'babilong'}", "task.babilong_length=0k",
         "task.valid_samples=4", "trainer.max_steps=2", "trainer.eval_every=2",
     )  # fmt: skip
-    result = loop.train(cfg)
+    result = trainer.train(cfg)
     assert result["steps"] == 2
     assert _events(Path(cfg.output_dir), "valid")[-1]["samples"] == 4
 
 
 def test_stories_that_cannot_fit_fail_before_training(fast_cfg):
-    from rmt.config.schema import ConfigError
-    from rmt.train import build
+    from rmt.config import ConfigError, typed
 
-    cfg = fast_cfg("task.max_facts=10", "task.min_facts=null")  # 24-token segments
+    cfg = typed(fast_cfg("task.max_facts=10", "task.min_facts=null"))  # 24-token segments
     with pytest.raises(ConfigError, match="Lower task.max_facts"):
-        build.TaskData(cfg, build.build_tokenizer(cfg)).preflight()
+        build.task_for(cfg, build.build_tokenizer(cfg)).preflight()
     with pytest.raises(ConfigError, match="task.max_facts"):
-        loop.train(cfg)
+        trainer.train(cfg)
     assert not (Path(cfg.output_dir) / "metrics.jsonl").exists()
 
 
 def _record_batches(monkeypatch) -> list[dict]:
     """Every training micro-batch, as the loss function receives it."""
     seen = []
-    compute_loss = loop.compute_loss
+    compute_loss = trainer.compute_loss
 
     def probed(model, batch, aux_weight):
         seen.append({k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)})
         return compute_loss(model, batch, aux_weight)
 
-    monkeypatch.setattr(loop, "compute_loss", probed)
+    monkeypatch.setattr(trainer, "compute_loss", probed)
     return seen
 
 
@@ -388,7 +392,7 @@ def test_gradient_accumulation_equals_one_large_batch(fast_cfg, monkeypatch):
     here (checked). Clipping is off, so a gradient off by a factor would show.
     """
     monkeypatch.setattr(
-        loop, "evaluate", lambda *a, **k: {"accuracy": 0.0, "loss": 1.0, "samples": 8}
+        Trainer, "evaluate", lambda self: {"accuracy": 0.0, "loss": 1.0, "samples": 8}
     )
     common = ("task.train_samples=16", "trainer.max_steps=1", "trainer.max_grad_norm=null")
     grads, batches = {}, {}
@@ -398,7 +402,7 @@ def test_gradient_accumulation_equals_one_large_batch(fast_cfg, monkeypatch):
         with monkeypatch.context() as mp:
             grads[name], _ = _optimizer_probe(mp)
             batches[name] = _record_batches(mp)
-            loop.train(cfg)
+            trainer.train(cfg)
         state = json.loads((Path(cfg.output_dir) / "last/trainer_state.json").read_text())
         assert state["progress"]["stage_batches"] == accum  # micro-batches consumed
     # the same four samples, no padding, one answer token count for all of them
@@ -416,8 +420,6 @@ def test_gradient_accumulation_equals_one_large_batch(fast_cfg, monkeypatch):
 
 def _record_linear_dtypes(monkeypatch) -> set:
     """Output dtypes of the model's Linear layers during training forward passes."""
-    from rmt.train import build
-
     dtypes = set()
     build_model = build.build_model
 
@@ -446,7 +448,7 @@ def test_mixed_precision_autocasts_the_forward(fast_cfg, monkeypatch, caplog, pr
     dtypes = _record_linear_dtypes(monkeypatch)
     cfg = fast_cfg("trainer.max_steps=1", f"trainer.mixed_precision={precision}")
     with caplog.at_level("INFO", logger="rmt"):
-        result = loop.train(cfg)
+        result = trainer.train(cfg)
     assert result["steps"] == 1
     expected_dtype = torch.bfloat16 if expected == "bf16" else torch.float32
     assert dtypes == {expected_dtype}
@@ -459,8 +461,8 @@ def test_mixed_precision_autocasts_the_forward(fast_cfg, monkeypatch, caplog, pr
 
 
 def test_auto_precision_resolves_by_device(monkeypatch):
-    assert loop.resolve_precision("fp16") == "fp16" and loop.resolve_precision("no") == "no"
+    assert build.resolve_precision("fp16") == "fp16" and build.resolve_precision("no") == "no"
     for cuda, bf16, expected in ((False, False, "no"), (True, False, "no"), (True, True, "bf16")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, bf16=bf16, **k: bf16)
-        assert loop.resolve_precision("auto") == expected, (cuda, bf16)
+        assert build.resolve_precision("auto") == expected, (cuda, bf16)

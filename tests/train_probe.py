@@ -65,10 +65,11 @@ def _plan() -> dict[int, list[str]]:
 
 def install() -> None:
     """Wrap the loop's loss and validation functions (the one place that touches internals)."""
-    from rmt.train import loop
+    from rmt.train import trainer
 
     plan, pending = _plan(), []
-    compute_loss, evaluate, save_last = loop.compute_loss, loop.evaluate, loop.save_last
+    compute_loss, save_last = trainer.compute_loss, trainer.save_last
+    evaluate = trainer.Trainer.evaluate
     calls = 0
 
     def probed_loss(model, batch, aux_weight):
@@ -82,18 +83,18 @@ def install() -> None:
             pending.extend(names[1:])
         return compute_loss(model, batch, aux_weight)
 
-    def probed_evaluate(accelerator, model, *args, **kwargs):
-        _record({"kind": "valid", "after": calls, "weights": _digest(model.parameters())})
-        return evaluate(accelerator, model, *args, **kwargs)
+    def probed_evaluate(self):
+        _record({"kind": "valid", "after": calls, "weights": _digest(self.model.parameters())})
+        return evaluate(self)
 
     def probed_save_last(*args, **kwargs):
         if pending:
             _send(pending.pop(0))
         return save_last(*args, **kwargs)
 
-    loop.compute_loss = probed_loss
-    loop.evaluate = probed_evaluate
-    loop.save_last = probed_save_last
+    trainer.compute_loss = probed_loss
+    trainer.Trainer.evaluate = probed_evaluate
+    trainer.save_last = probed_save_last
 
 
 class RecordReturn(Callback):

@@ -14,10 +14,12 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import rmt.config.schema  # noqa: F401  (registers the shared schemas used by the eval schema)
+from rmt.eval import evaluate
 from rmt.eval.config import register_configs
+from rmt.run import CheckpointError
 
 register_configs()
 
@@ -25,15 +27,10 @@ register_configs()
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Evaluate; returns the mean accuracy of the first checkpoint (what sweepers optimise)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from rmt.eval.checkpoint import CheckpointError
-    from rmt.eval.evaluate import run_eval
-
     cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
-        rows = run_eval(cfg)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        rows = evaluate.run_eval(cfg)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"rmt-eval: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     first = [r for r in rows if r.model == rows[0].model and r.mode == "rmt"]

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rmt.eval import report as sweep
+from rmt.eval.plots import plot_sweep
+from rmt.sweep import report as sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +63,6 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
     if x not in result.columns:
         raise ValueError(f"rmt-report: --x {x!r} is not a swept override; swept: {result.swept}")
     group_by = [k for k in result.swept if k != x]
-    from rmt.eval.plots import plot_sweep
-
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in metric)
     try:
         paths["plot"] = plot_sweep(

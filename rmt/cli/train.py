@@ -1,7 +1,7 @@
 """``rmt-train``: the Hydra entrypoint of the training loop (see ``rmt/conf/train.yaml``).
 
 Thin on purpose: it turns Hydra's composed config into the run's config (the run folder Hydra
-chose, or the saved config of a run to resume) and hands it to :func:`rmt.train.loop.train`.
+chose, or the saved config of a run to resume) and hands it to :func:`rmt.train.trainer.train`.
 Also runnable as ``python -m rmt.cli.train`` and under ``accelerate launch -m rmt.cli.train``.
 Bad input (an impossible config, a run folder that is taken) ends with a one-paragraph message
 and exit status 2; a run stopped by SIGTERM/SIGINT saves last/ and exits with 128 + signal.
@@ -12,17 +12,17 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import rmt.config.schema  # noqa: F401  (registers the schemas and resolvers before composing)
+from rmt.config.schema import ConfigError  # importing the schema registers it and its resolvers
+from rmt.run import CheckpointError
+from rmt.train import trainer
+from rmt.train.resume import resume_config
 
 
 def run_config(cfg: DictConfig) -> DictConfig:
     """The config a job trains with: Hydra's run folder, or the saved config when resuming."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from rmt.train.checkpoint import resume_config
-
     hydra_cfg = HydraConfig.get()
     if cfg.resume:
         return resume_config(cfg.resume, list(hydra_cfg.overrides.task))
@@ -33,12 +33,8 @@ def run_config(cfg: DictConfig) -> DictConfig:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train; return the best validation metric (what Hydra sweepers optimise)."""
-    from rmt.config.schema import ConfigError
-    from rmt.train.checkpoint import CheckpointError
-    from rmt.train.loop import train
-
     try:
-        metrics = train(run_config(cfg))
+        metrics = trainer.train(run_config(cfg))
     except (ConfigError, CheckpointError) as err:
         print(f"rmt-train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

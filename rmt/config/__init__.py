@@ -1,5 +1,6 @@
 """Typed config schemas (registered in Hydra's ConfigStore on import) and their validation."""
 
-from rmt.config.schema import ConfigError, TrainConfig, validate
+from rmt.config.schema import TrainConfig, typed, validate
+from rmt.errors import ConfigError
 
-__all__ = ["ConfigError", "TrainConfig", "validate"]
+__all__ = ["ConfigError", "TrainConfig", "typed", "validate"]

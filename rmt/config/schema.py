@@ -7,7 +7,9 @@ schema cannot express (segment + memory beyond the backbone's positions, BPTT de
 number of segments, missing files) live in :func:`validate`, which runs before any compute.
 
 RMT hyperparameters are plain typed fields; only the optimizer is chosen by ``_target_``
-because it is the one part users really swap.
+because it is the one part users really swap. The ``task`` group is typed by the task package
+that ``task.type`` names (``rmt.tasks``): each task owns its schema and its rules, and
+:func:`typed` merges any config (composed, a saved config.yaml, a hand-made dict) into them.
 """
 
 from __future__ import annotations
@@ -21,17 +23,18 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from transformers import AutoConfig
 
-BACKBONE_FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
-ALIGNMENTS = ("left", "right", "center")
-TASK_SOURCES = ("generated", "local", "hub")
-BACKGROUND_KINDS = ("builtin", "files", "hf")
+from rmt.errors import ConfigError
+from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
+from rmt.modeling.config import ALIGNMENTS, position_budget_error
+from rmt.run import CheckpointError, check_fresh_run_dir
+from rmt.tasks import TASKS
+from rmt.tasks.base import task_class
+
+DEFAULT_TASK = "babilong"
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    """A config value or combination that cannot work; the message names the key and the fix."""
 
 
 @dataclass
@@ -86,57 +89,6 @@ class BpttConfig:
 
 
 @dataclass
-class BackgroundConfig:
-    """Where the haystack text comes from (see ``rmt.data.background.make_background``)."""
-
-    kind: str = (
-        "builtin"  # builtin (offline) | files (local .txt/.jsonl) | hf (datasets, e.g. PG19)
-    )
-    path: str | None = None  # .txt file or folder of them, for kind=files
-    dataset: str | None = None  # kind=hf: Hub id (e.g. deepmind/pg19) or a save_to_disk folder
-    split: str = "train"
-    column: str = "text"
-    max_docs: int | None = None
-
-
-@dataclass
-class CurriculumStage:
-    """One curriculum stage: each batch draws its segment count from ``segments``.
-
-    The stage ends after ``steps`` optimizer steps, or earlier once validation accuracy reaches
-    ``until_accuracy``; the next stage starts from the best model of this one.
-    """
-
-    segments: list[int] = MISSING  # segment counts drawn per batch, e.g. [1, 2]
-    steps: int | None = None  # None = until trainer.max_steps (only for the last stage)
-    until_accuracy: float | None = None  # advance early at this validation accuracy (0..1)
-    max_ratio: float = 0.0  # fraction of batches forced to the largest count in `segments`
-    min_facts: int | None = None  # story size for this stage (None = task.min_facts)
-    max_facts: int | None = None  # (None = task.max_facts)
-
-
-@dataclass
-class TaskConfig:
-    """The BABILong training task: bAbI facts hidden in background text."""
-
-    name: str = "babilong_qa1"
-    tasks: list[str] = field(default_factory=lambda: ["qa1"])
-    source: str = "generated"  # generated (offline bAbI generator) | local (bAbI files) | hub
-    path: str | None = None  # bAbI folder (local) or RMT-team/babilong id / local copy (hub)
-    babilong_length: str = "0k"  # hub/local only: the pre-built length split, e.g. 0k, 4k
-    background: BackgroundConfig = field(default_factory=BackgroundConfig)
-    position: list[float] = field(default_factory=lambda: [0.0, 1.0])  # where facts may sit
-    facts_before_last_segment: bool = False  # facts end before the question's segment
-    min_facts: int | None = None  # generator: fewer facts per story (easier early curriculum)
-    max_facts: int | None = None
-    train_samples: int | None = None  # None = fresh generated samples at every step
-    valid_samples: int = 200
-    curriculum: list[CurriculumStage] = field(
-        default_factory=lambda: [CurriculumStage(segments=[2])]
-    )
-
-
-@dataclass
 class SchedulerConfig:
     name: str = "cosine"  # cosine | linear | constant (after linear warmup)
     warmup_steps: int = 100
@@ -183,7 +135,7 @@ class TrainConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     bptt: BpttConfig = field(default_factory=BpttConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Any = MISSING  # the schema of the task package task.type names (see typed())
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -193,7 +145,6 @@ GROUP_SCHEMAS = {
     "memory": MemoryConfig,
     "segment": SegmentConfig,
     "bptt": BpttConfig,
-    "task": TaskConfig,
     "optim": OptimConfig,
     "trainer": TrainerConfig,
 }
@@ -205,6 +156,22 @@ def register_configs() -> None:
     cs.store(name="base_train", node=TrainConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
+    for name, task in TASKS.items():  # task/base_babilong, ...: each task package's schema
+        cs.store(group="task", name=f"base_{name}", node=task.config_class)
+
+
+def typed(cfg: DictConfig | dict) -> DictConfig:
+    """``cfg`` merged into the schemas, its ``task`` into the schema of ``task.type``.
+
+    So a hand-made dict or a saved config.yaml gets the same checks as the CLI; a config
+    without a task gets the default task (BABILong) with its defaults.
+    """
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    task = cfg.get("task") if "task" in cfg and not OmegaConf.is_missing(cfg, "task") else None
+    name = (task.get("type") if task is not None else None) or DEFAULT_TASK
+    schema = OmegaConf.structured(TrainConfig)
+    schema.task = OmegaConf.structured(task_class(name).config_class)
+    return OmegaConf.merge(schema, cfg)
 
 
 def _run_dir(resume: str | None, fresh: str) -> str:
@@ -222,8 +189,6 @@ def _hydra_subdir(resume: str | None, run_dir: str, stamp: str) -> str | None:
         return None
     if resume:
         return f".hydra/resume-{stamp}"
-    from rmt.train.checkpoint import CheckpointError, check_fresh_run_dir
-
     try:
         check_fresh_run_dir(run_dir)
     except CheckpointError as err:  # inside Hydra's resolution: exit cleanly, no traceback
@@ -246,8 +211,6 @@ def _positions_limit(cfg: DictConfig) -> int | None:
     bb = cfg.backbone
     if bb.pretrained is None:
         return bb.max_positions
-    from transformers import AutoConfig
-
     try:
         hf_cfg = AutoConfig.from_pretrained(bb.pretrained)
     except OSError as err:  # offline and not cached, or a wrong path
@@ -275,11 +238,21 @@ def _check_choice(value: Any, key: str, choices: tuple) -> None:
 def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
     """Check cross-field rules before any compute; raise :class:`ConfigError` naming the fix.
 
+    One check per group, then the task's own rules (its package knows its keys).
     ``check_backbone=False`` skips the (possibly networked) lookup of a pretrained backbone's
     position limit, for tests that only look at the config.
     """
-    from rmt.data.scoring import TASK_LABELS
+    _check_keys(cfg)
+    _check_model(cfg)
+    _check_trainer(cfg)
+    _check_curriculum(cfg)
+    task_class(cfg.task.type).check_config(cfg)
+    _check_bptt(cfg)
+    if check_backbone:
+        _check_positions(cfg)
 
+
+def _check_keys(cfg: DictConfig) -> None:
     known = {f.name for f in dataclasses.fields(TrainConfig)} | {"hydra"}
     extra = sorted(set(cfg.keys()) - known)
     if extra:
@@ -287,36 +260,18 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
             f"unknown top-level key(s) {extra}; rmt-train knows {sorted(known - {'hydra'})}. "
             "Check the spelling (e.g. memory.num_tokens=5, not +num_tokens=5)."
         )
-    bb, mem, seg, task, tr = cfg.backbone, cfg.memory, cfg.segment, cfg.task, cfg.trainer
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """backbone, memory, segment."""
+    bb, mem, seg = cfg.backbone, cfg.memory, cfg.segment
     _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES)
     _check_choice(seg.alignment, "segment.alignment", ALIGNMENTS)
-    _check_choice(task.source, "task.source", TASK_SOURCES)
-    _check_choice(task.background.kind, "task.background.kind", BACKGROUND_KINDS)
-    _check_choice(cfg.optim.scheduler.name, "optim.scheduler.name", SCHEDULERS)
-    _check_choice(tr.mixed_precision, "trainer.mixed_precision", PRECISIONS)
     if seg.checkpointing not in ("auto", True, False):
         raise ConfigError(
             f"segment.checkpointing={seg.checkpointing!r} is not valid; use auto, true or false."
         )
-
-    for key, value, low in (
-        ("segment.size", seg.size, 1),
-        ("memory.num_tokens", mem.num_tokens, 0),
-        ("trainer.max_steps", tr.max_steps, 1),
-        ("trainer.batch_size", tr.batch_size, 1),
-        ("trainer.grad_accum", tr.grad_accum, 1),
-        ("trainer.eval_every", tr.eval_every, 1),
-        ("trainer.log_every", tr.log_every, 1),
-        ("trainer.eval_batch_size", tr.eval_batch_size, 1),
-        ("task.valid_samples", task.valid_samples, 1),
-        ("optim.scheduler.warmup_steps", cfg.optim.scheduler.warmup_steps, 0),
-    ):
-        if value < low:
-            raise ConfigError(f"{key}={value} must be >= {low}.")
-    if tr.aux_lm_loss < 0:
-        raise ConfigError(f"trainer.aux_lm_loss={tr.aux_lm_loss} must be >= 0 (0 = answer-only).")
-    if not cfg.optim.lr > 0:
-        raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0.")
+    _check_at_least(("segment.size", seg.size, 1), ("memory.num_tokens", mem.num_tokens, 0))
     if bb.pretrained is None and bb.hidden_size % bb.num_heads:
         raise ConfigError(
             f"backbone.hidden_size={bb.hidden_size} is not divisible by "
@@ -325,63 +280,39 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
     if mem.lora.enabled and mem.lora.r < 1:
         raise ConfigError(f"memory.lora.r={mem.lora.r} must be >= 1 when LoRA is enabled.")
 
-    unknown = [t for t in task.tasks if t not in TASK_LABELS]
-    if not task.tasks or unknown:
-        raise ConfigError(
-            f"task.tasks={list(task.tasks)} has unknown task names {unknown}; "
-            f"use names from {sorted(TASK_LABELS)}, e.g. task.tasks=[qa1]."
-        )
-    if len(task.position) != 2 or not 0.0 <= task.position[0] < task.position[1] <= 1.0:
-        raise ConfigError(
-            f"task.position={list(task.position)} must be [start, end] with "
-            "0 <= start < end <= 1 (fractions of the haystack where facts may sit)."
-        )
-    if task.min_facts is not None and task.max_facts is not None:
-        if task.min_facts > task.max_facts:
-            raise ConfigError(
-                f"task.min_facts={task.min_facts} > task.max_facts={task.max_facts}; swap them."
-            )
-    if task.source == "generated":
-        from rmt.data.generator import TASKS as GENERATED
 
-        missing = [t for t in task.tasks if t not in GENERATED]
-        if missing:
-            raise ConfigError(
-                f"task.tasks: the offline generator has no {missing}; it makes "
-                f"{', '.join(GENERATED)}. Use task.source=local with the bAbI files for others."
-            )
-    if task.source == "local" and (task.path is None or not os.path.isdir(task.path)):
-        raise ConfigError(
-            f"task.source=local needs task.path=<folder with the bAbI .txt files>; "
-            f"{task.path!r} is not a folder."
-        )
-    if task.source == "hub" and not task.path:
-        raise ConfigError(
-            "task.source=hub needs task.path (e.g. RMT-team/babilong or a local copy)."
-        )
-    if task.train_samples is not None and task.train_samples < tr.batch_size:
-        raise ConfigError(
-            f"task.train_samples={task.train_samples} is smaller than trainer.batch_size="
-            f"{tr.batch_size}; give more samples or null for fresh generated samples."
-        )
-    bg = task.background
-    if bg.kind == "files":
-        if bg.path is None or not os.path.exists(bg.path):
-            raise ConfigError(
-                f"task.background.path={bg.path!r} does not exist; give a .txt/.jsonl file or a "
-                "folder of them, or use task.background.kind=builtin for the offline text."
-            )
-    if bg.kind == "hf" and not bg.dataset:
-        raise ConfigError(
-            "task.background.kind=hf needs task.background.dataset: a Hub id such as "
-            "deepmind/pg19 (online) or a local save_to_disk folder."
-        )
+def _check_trainer(cfg: DictConfig) -> None:
+    """trainer and optim."""
+    tr, optim = cfg.trainer, cfg.optim
+    _check_choice(optim.scheduler.name, "optim.scheduler.name", SCHEDULERS)
+    _check_choice(tr.mixed_precision, "trainer.mixed_precision", PRECISIONS)
+    _check_at_least(
+        ("trainer.max_steps", tr.max_steps, 1),
+        ("trainer.batch_size", tr.batch_size, 1),
+        ("trainer.grad_accum", tr.grad_accum, 1),
+        ("trainer.eval_every", tr.eval_every, 1),
+        ("trainer.log_every", tr.log_every, 1),
+        ("trainer.eval_batch_size", tr.eval_batch_size, 1),
+        ("task.valid_samples", cfg.task.valid_samples, 1),
+        ("optim.scheduler.warmup_steps", optim.scheduler.warmup_steps, 0),
+    )
+    if tr.aux_lm_loss < 0:
+        raise ConfigError(f"trainer.aux_lm_loss={tr.aux_lm_loss} must be >= 0 (0 = answer-only).")
+    if not optim.lr > 0:
+        raise ConfigError(f"optim.lr={optim.lr} must be > 0.")
+    if tr.eval_samples is not None and tr.eval_samples < 1:
+        raise ConfigError(f"trainer.eval_samples={tr.eval_samples} must be >= 1 or null (all).")
+    if tr.max_minutes is not None and not (tr.max_minutes > 0 and math.isfinite(tr.max_minutes)):
+        raise ConfigError(f"trainer.max_minutes={tr.max_minutes} must be > 0 or null (no limit).")
 
-    if not task.curriculum:
+
+def _check_curriculum(cfg: DictConfig) -> None:
+    curriculum = cfg.task.curriculum
+    if not curriculum:
         raise ConfigError(
             "task.curriculum is empty; give at least one stage, e.g. [{segments: [2]}]."
         )
-    for i, stage in enumerate(task.curriculum):
+    for i, stage in enumerate(curriculum):
         key = f"task.curriculum[{i}]"
         if not stage.segments or min(stage.segments) < 1:
             raise ConfigError(f"{key}.segments={list(stage.segments)} needs counts >= 1.")
@@ -393,43 +324,37 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
             raise ConfigError(
                 f"{key}.until_accuracy={stage.until_accuracy} must be a fraction in (0, 1]."
             )
-        last = i == len(task.curriculum) - 1
-        if stage.steps is None and not last:
+        if stage.steps is None and i != len(curriculum) - 1:
             raise ConfigError(
                 f"{key}.steps is null but it is not the last stage; give it a step budget."
             )
-    if task.facts_before_last_segment and min(min(s.segments) for s in task.curriculum) < 2:
-        raise ConfigError(
-            "task.facts_before_last_segment=true needs at least 2 segments per sample, but a "
-            "curriculum stage allows 1; start the curriculum at segments: [2]."
-        )
 
+
+def _check_bptt(cfg: DictConfig) -> None:
     n_seg = max_segments(cfg)
-    if cfg.bptt.depth == 0 or cfg.bptt.depth < -1:
-        raise ConfigError(f"bptt.depth={cfg.bptt.depth} is not valid; use -1 (full) or k >= 1.")
-    if cfg.bptt.depth > max(n_seg - 1, 0) and n_seg > 1:
+    depth = cfg.bptt.depth
+    if depth == 0 or depth < -1:
+        raise ConfigError(f"bptt.depth={depth} is not valid; use -1 (full) or k >= 1.")
+    if depth > max(n_seg - 1, 0) and n_seg > 1:
         raise ConfigError(
-            f"bptt.depth={cfg.bptt.depth} exceeds the {n_seg - 1} memory transitions of the "
+            f"bptt.depth={depth} exceeds the {n_seg - 1} memory transitions of the "
             f"longest sample ({n_seg} segments); use bptt.depth=-1 for full BPTT or at most "
             f"{n_seg - 1}."
         )
 
-    if check_backbone:
-        from rmt.modeling.config import position_budget_error
 
-        error = position_budget_error(
-            segment_size=seg.size, extra=2 * mem.num_tokens, limit=_positions_limit(cfg),
-            segment_key="segment.size", extra_key="2*memory.num_tokens",
-            hint=", or raise backbone.max_positions" if bb.pretrained is None else "",
-        )  # fmt: skip
-        if error:
-            raise ConfigError(error)
-    if tr.eval_samples is not None and tr.eval_samples < 1:
-        raise ConfigError(f"trainer.eval_samples={tr.eval_samples} must be >= 1 or null (all).")
-    if tr.max_minutes is not None and not (tr.max_minutes > 0 and math.isfinite(tr.max_minutes)):
-        raise ConfigError(f"trainer.max_minutes={tr.max_minutes} must be > 0 or null (no limit).")
+def _check_positions(cfg: DictConfig) -> None:
+    bb, seg, mem = cfg.backbone, cfg.segment, cfg.memory
+    error = position_budget_error(
+        segment_size=seg.size, extra=2 * mem.num_tokens, limit=_positions_limit(cfg),
+        segment_key="segment.size", extra_key="2*memory.num_tokens",
+        hint=", or raise backbone.max_positions" if bb.pretrained is None else "",
+    )  # fmt: skip
+    if error:
+        raise ConfigError(error)
 
 
-def to_container(cfg: DictConfig) -> dict:
-    """Plain resolved dict of a config (for config.yaml / trainer_state)."""
-    return OmegaConf.to_container(cfg, resolve=True)
+def _check_at_least(*rules: tuple[str, Any, int]) -> None:
+    for key, value, low in rules:
+        if value < low:
+            raise ConfigError(f"{key}={value} must be >= {low}.")

@@ -1,17 +1,18 @@
-"""bAbI / BABILong data: reader, offline generator, backgrounds, haystacks, formatting, scoring.
+"""The public import path of BABILong's data functions (``from rmt.data import generate_sample``).
 
-See docs/architecture.md ("Data") for the contract between these modules and the trainer.
+The code lives in :mod:`rmt.tasks.babilong`; this module only re-exports it for users and
+notebooks that import from ``rmt.data``.
 """
 
-from rmt.data.babi import BabiFormatError, BabiSample, read_babi
-from rmt.data.babilong import Haystack, HaystackBuilder, parse_length
-from rmt.data.background import Background, BackgroundError, make_background
-from rmt.data.dataset import BabilongDataset, BabilongTextDataset, CurriculumBatchSampler, collate
-from rmt.data.format import ANSWER_MARKER, format_example
-from rmt.data.generator import generate_sample
-from rmt.data.hub import BabilongLoadError, load_babilong
-from rmt.data.scoring import TASK_LABELS, compare_answers, exact_match
-from rmt.data.tokenizer import build_tokenizer, load_tokenizer
+from rmt.tasks.babilong.babi import BabiFormatError, BabiSample, read_babi
+from rmt.tasks.babilong.background import Background, BackgroundError, make_background
+from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
+from rmt.tasks.babilong.format import ANSWER_MARKER, format_example
+from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.haystack import Haystack, HaystackBuilder, parse_length
+from rmt.tasks.babilong.published import BabilongLoadError, load_babilong
+from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match
+from rmt.tasks.babilong.tokenizer import build_tokenizer, load_tokenizer
 
 __all__ = [
     "ANSWER_MARKER",
@@ -23,7 +24,6 @@ __all__ = [
     "BabilongDataset",
     "BabilongLoadError",
     "BabilongTextDataset",
-    "CurriculumBatchSampler",
     "Haystack",
     "HaystackBuilder",
     "build_tokenizer",

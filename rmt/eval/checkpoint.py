@@ -10,19 +10,20 @@ deep inside ``from_pretrained``. Nothing here writes to disk.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer
+
+import rmt
+from rmt.modeling.factory import MODEL_TYPE, load_model
+from rmt.run import CONFIG_FILE, STATE_FILE, CheckpointError, locate_best, read_json
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-class CheckpointError(ValueError):
-    """The checkpoint folder cannot be evaluated; the message says what is wrong and the fix."""
 
 
 @dataclass
@@ -41,60 +42,9 @@ class Checkpoint:
         return (self.run_dir or self.best_dir).name
 
 
-def _read_json(path: Path):
-    """A checkpoint's JSON file, or a CheckpointError saying it is damaged."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{path} is not valid JSON ({exc}); the checkpoint is damaged. "
-            "Copy it again from the training machine."
-        ) from exc
-
-
-def resolve(path: str | Path) -> tuple[Path, Path | None]:
-    """Map a run folder or a ``best/`` folder to ``(best_dir, run_dir)``."""
-    given = Path(path).expanduser()
-    if not given.exists():
-        raise CheckpointError(
-            f"checkpoint={path}: no such folder. Pass a training run folder "
-            "(outputs/train/<date>/<time>) or its best/ folder."
-        )
-    if not given.is_dir():
-        raise CheckpointError(
-            f"checkpoint={path}: is a file; pass the run folder or its best/ folder, not a file in it."
-        )
-    if (given / "config.json").is_file():
-        parent = given.parent  # best/ (or .best.old) of a run folder, or a lone copy
-        is_run = (parent / "config.yaml").is_file() or (parent / ".hydra").is_dir()
-        return given, (parent if is_run else None)
-    from rmt.train.checkpoint import resolve_checkpoint
-
-    # best/ itself, or the complete .best.old that a crash between the two renames of an
-    # atomic checkpoint swap leaves behind (see rmt.train.checkpoint)
-    best = resolve_checkpoint(given / "best")
-    if best is not None:
-        return best, given
-    if (given / "best").is_dir():
-        return given / "best", given
-    if (given / "last").is_dir():
-        raise CheckpointError(
-            f"checkpoint={path}: the run has last/ but no best/ folder: training stopped before "
-            "its first validation wrote best/. Resume it (`rmt-train resume=<run dir>`) until a "
-            "validation has run, then evaluate."
-        )
-    raise CheckpointError(
-        f"checkpoint={path}: not an rmt checkpoint: neither config.json nor a best/ folder is in "
-        "it. Pass the run folder that rmt-train printed, or its best/ folder."
-    )
-
-
 def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
     """Check a checkpoint folder without loading weights; returns its config and state."""
-    import rmt
-    from rmt.modeling.factory import MODEL_TYPE
-
-    best_dir, run_dir = resolve(path)
+    best_dir, run_dir = locate_best(path)
     missing = []
     if not (best_dir / "config.json").is_file():
         missing.append("config.json")
@@ -102,11 +52,11 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
         missing.append(" or ".join(WEIGHT_FILES[:2]))
     if not any((best_dir / f).is_file() for f in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
-    if not (best_dir / "trainer_state.json").is_file():
-        missing.append("trainer_state.json")
-    config_yaml = best_dir / "config.yaml"
-    if not config_yaml.is_file() and run_dir is not None and (run_dir / "config.yaml").is_file():
-        config_yaml = run_dir / "config.yaml"
+    if not (best_dir / STATE_FILE).is_file():
+        missing.append(STATE_FILE)
+    config_yaml = best_dir / CONFIG_FILE
+    if not config_yaml.is_file() and run_dir is not None and (run_dir / CONFIG_FILE).is_file():
+        config_yaml = run_dir / CONFIG_FILE
     if not config_yaml.is_file():
         missing.append("config.yaml")
     if missing:
@@ -116,7 +66,7 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
             "Copy the whole best/ folder again, or point checkpoint= at a complete run."
         )
 
-    hf_config = _read_json(best_dir / "config.json")
+    hf_config = read_json(best_dir / "config.json")
     model_type = hf_config.get("model_type")
     if model_type != MODEL_TYPE:
         raise CheckpointError(
@@ -126,7 +76,7 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
             "RMTForCausalLM.from_backbone and save_pretrained."
         )
 
-    state = _read_json(best_dir / "trainer_state.json")
+    state = read_json(best_dir / "trainer_state.json")
     version = state.get("rmt_version") if isinstance(state, dict) else None
     if version is None:
         raise CheckpointError(
@@ -156,11 +106,6 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
 
 def load(ckpt: Checkpoint, *, device: str = "cpu", dtype: str | None = None):
     """Load ``(model, tokenizer)`` from a checked checkpoint, in eval mode on ``device``."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from rmt.modeling.factory import load_model
-
     kwargs = {}
     if dtype:
         if not hasattr(torch, dtype):

@@ -14,25 +14,28 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from rmt.config.schema import BACKGROUND_KINDS, BackgroundConfig
-
-DATA_SOURCES = ("generated", "local", "hub")
+from rmt.tasks.babilong.config import BACKGROUND_KINDS, BackgroundConfig
+from rmt.tasks.babilong.haystack import parse_length
+from rmt.tasks.babilong.sources import EVAL_RENAMED, check_source
 
 
 @dataclass
 class EvalDataConfig:
-    """Where the BABILong samples come from.
+    """Where the samples come from (the same names as ``task.source`` of rmt-train).
 
     ``generated``: built on the fly from the offline bAbI generator (``split`` stories) and the
     background text, seeded by ``seed`` so two evaluations score identical samples.
-    ``local``: BABILong files in the published format (a folder with ``<length>/<task>`` files,
-    json/jsonl/parquet or ``save_to_disk``), at ``path``.
-    ``hub``: the published ``RMT-team/babilong`` set (or another id in ``path``); needs internet
-    or a local Hugging Face cache.
+    ``babi``: stories from the raw bAbI ``.txt`` files in ``path`` (``_test`` files), hidden in
+    the background text the same way.
+    ``babilong``: pre-built BABILong rows: the published ``RMT-team/babilong`` set (or another
+    id in ``path``; needs internet or the cache), or a local copy in the published format (a
+    folder with ``<length>/<task>`` files, json/jsonl/parquet or ``save_to_disk``).
     """
 
-    source: str = "generated"  # generated | local | hub
-    path: str | None = None  # local: BABILong folder; hub: dataset id (default RMT-team/babilong)
+    source: str = "generated"  # generated | babi | babilong
+    path: str | None = (
+        None  # babi: bAbI folder; babilong: Hub id (default RMT-team/babilong) or folder
+    )
     split: str = "test"  # generated: generator split (stories never shared with train/valid)
 
 
@@ -86,8 +89,6 @@ def checkpoint_list(cfg: DictConfig) -> list[str]:
 
 def validate(cfg: DictConfig) -> None:
     """Rules a schema cannot express; each message names the key and the fix."""
-    from rmt.data.dataset import parse_length
-
     if not checkpoint_list(cfg):
         raise ValueError(
             "rmt-eval: no checkpoint given. Pass checkpoint=<run folder or its best/ folder> "
@@ -98,14 +99,11 @@ def validate(cfg: DictConfig) -> None:
             f"names has {len(cfg.names)} entries for {len(checkpoint_list(cfg))} checkpoints; "
             "give one name per checkpoint or leave names empty."
         )
-    if cfg.data.source not in DATA_SOURCES:
+    check_source(cfg.data.source, key="data.source", path_key="data.path", renamed=EVAL_RENAMED)
+    if cfg.data.source == "babi" and not cfg.data.path:
         raise ValueError(
-            f"data.source={cfg.data.source!r}: unknown; use one of {', '.join(DATA_SOURCES)}."
-        )
-    if cfg.data.source == "local" and not cfg.data.path:
-        raise ValueError(
-            "data.source=local needs data.path=<folder with BABILong files> (e.g. a copy of "
-            "RMT-team/babilong saved with save_to_disk, or <length>/<task>.jsonl files)."
+            "data.source=babi needs data.path=<folder with the bAbI .txt files> "
+            "(e.g. tasks_1-20_v1-2/en-10k)."
         )
     for key in ("samples", "batch_size", "max_batch_tokens", "max_new_tokens"):
         if cfg[key] < 1:

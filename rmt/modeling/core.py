@@ -89,7 +89,7 @@ class RMTPreTrainedModel(PreTrainedModel):
         )
         self.post_init()
         if config.lora:
-            from rmt.modeling.lora import wrap_backbone_with_lora
+            from rmt.modeling.lora import wrap_backbone_with_lora  # lazy: LoRA path only
 
             self.backbone = wrap_backbone_with_lora(self.backbone, **config.lora)
         if config.freeze_backbone:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 def _require_peft():
     try:
-        import peft
+        import peft  # lazy: optional dependency (the peft extra), needed only for LoRA
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("LoRA needs the optional extra: pip install -e '.[peft]'") from err
     return peft
@@ -28,7 +28,7 @@ def wrap_backbone_with_lora(backbone, *, r=8, alpha=16, dropout=0.0, target_modu
     )  # fmt: skip
     if cfg.target_modules is None:
         # peft's defaults per architecture (q/v projections, GPT-2's c_attn, NeoX's query_key_value)
-        from peft.utils.constants import (
+        from peft.utils.constants import (  # lazy: optional dependency (peft extra)
             TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults,
         )
 

@@ -67,20 +67,6 @@ class SegmentInputs:
         return cls(inputs_embeds, attention_mask, positions_from_mask(attention_mask), offset)
 
 
-def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack `[T_i, H]` rows into `[A, T, H]` left-padded with zeros, and their `[A, T]` mask.
-
-    Generation appends tokens on the right, so the prompt's padding must be on the left.
-    """
-    width = max(r.shape[0] for r in rows)
-    x = rows[0].new_zeros((len(rows), width, rows[0].shape[1]))
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=x.device)
-    for i, r in enumerate(rows):
-        x[i, width - r.shape[0] :] = r
-        mask[i, width - r.shape[0] :] = 1
-    return x, mask
-
-
 class MemoryMechanism(nn.Module):
     """Base class of memory mechanisms; subclasses implement `init_state`, `wrap`, `update` and
     `prepare_generation`, and override the rest only when their state is not batch-first tensors.

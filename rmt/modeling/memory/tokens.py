@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from transformers import initialization as hf_init
 
-from rmt.modeling.memory.base import MemoryMechanism, SegmentInputs, left_pad
+from rmt.modeling.memory.base import MemoryMechanism, SegmentInputs
+from rmt.modeling.padding import left_pad
 
 
 class TokenMemory(MemoryMechanism):

@@ -1,12 +1,12 @@
 """Time and peak memory of evaluating very long inputs (up to 1M tokens and beyond) on CPU.
 
-    python -m rmt.eval.longrun --lengths 4k 32k 1M --phases      # tiny random model, offline
-    python -m rmt.eval.longrun --checkpoint <run dir> --lengths 1M
-    python -m rmt.eval.longrun --lengths 4k 32k --control         # also the non-streaming path
-    MALLOC_MMAP_THRESHOLD_=65536 python -m rmt.eval.longrun ...   # exact RSS accounting (glibc)
+    python scripts/longrun.py --lengths 4k 32k 1M --phases      # tiny random model, offline
+    python scripts/longrun.py --checkpoint <run dir> --lengths 1M
+    python scripts/longrun.py --lengths 4k 32k --control         # also the non-streaming path
+    MALLOC_MMAP_THRESHOLD_=65536 python scripts/longrun.py ...   # exact RSS accounting (glibc)
 
 Each length builds one generated BABILong sample and scores it through the same code path as
-``rmt-eval`` (:func:`rmt.eval.evaluate.evaluate_model`, batch size 1). Peak memory is the
+``rmt-eval`` (:func:`rmt.eval.grid.evaluate_model`, batch size 1). Peak memory is the
 process's peak resident set size (the kernel's high-water mark, reset before each run; a
 sampling thread where that is not available) minus the resident size just before the
 measurement; a warm-up run first allocates what every run needs once (thread
@@ -30,6 +30,16 @@ from pathlib import Path
 
 import psutil
 import torch
+from omegaconf import OmegaConf
+
+from rmt.eval import checkpoint as ckpt_io
+from rmt.eval.grid import Grid, evaluate_model
+from rmt.modeling.backbones import tiny_backbone_config
+from rmt.modeling.factory import build_model
+from rmt.tasks.babilong.config import BabilongTaskConfig
+from rmt.tasks.babilong.haystack import parse_length
+from rmt.tasks.babilong.tokenizer import build_tokenizer
+from rmt.tasks.base import EvalCell, build_task
 
 
 class PeakRSS:
@@ -93,9 +103,6 @@ def _reset_hwm() -> bool:
 
 def tiny_model(tokenizer, *, segment_size: int = 512, num_mem_tokens: int = 16, seed: int = 0):
     """A random tiny Llama-style RMT sized for CPU runs (weights do not matter for memory)."""
-    from rmt.modeling.backbones import tiny_backbone_config
-    from rmt.modeling.factory import build_model
-
     torch.manual_seed(seed)
     bb = tiny_backbone_config(
         "llama",
@@ -113,20 +120,16 @@ def tiny_model(tokenizer, *, segment_size: int = 512, num_mem_tokens: int = 16, 
     return model.eval()
 
 
-def sample_factory(tokenizer, *, seed: int = 0):
-    """Generated-sample factory of ``rmt-eval`` (background tokenized once, reused per call)."""
-    from omegaconf import OmegaConf
+def babilong(tokenizer, *, seed: int = 0):
+    """The BABILong task as ``rmt-eval`` builds it (generated stories, builtin background) and
+    its items function: one test-split sample per cell."""
+    task = build_task(OmegaConf.structured(BabilongTaskConfig), tokenizer=tokenizer,
+                      segment_size=1, seed=0)  # fmt: skip
+    return task, lambda cell: task.eval_items(cell, samples=1, seed=seed)
 
-    from rmt.eval.data import item_factory
 
-    return item_factory(
-        OmegaConf.create({"source": "generated", "path": None, "split": "test"}),
-        tokenizer=tokenizer,
-        background={"kind": "builtin"},
-        position=[0.0, 1.0],
-        samples=1,
-        seed=seed,
-    )
+def _grid(task, tokenizer) -> Grid:
+    return Grid(task, tokenizer, "longrun", "", batch_size=1, max_new_tokens=4)
 
 
 def measure(
@@ -135,35 +138,24 @@ def measure(
     task: str,
     length: int,
     *,
-    make_items=None,
+    babilong_task,
+    items,
     control: bool = False,
     phases: bool = False,
 ) -> dict:
     """Score one generated sample of ``length`` tokens; return time and peak memory."""
-    from rmt.eval.evaluate import evaluate_model
-
-    make_items = make_items or sample_factory(tokenizer)
+    cell = EvalCell(task, str(length), length)
     run: Callable[[], dict]
     if not control:
 
         def run() -> dict:
-            rows = evaluate_model(
-                model,
-                tokenizer,
-                name="longrun",
-                checkpoint="",
-                tasks=[task],
-                lengths=[(str(length), length)],
-                make_items=make_items,
-                batch_size=1,
-                max_new_tokens=4,
-                progress=False,
-            )
+            rows = evaluate_model(model, _grid(babilong_task, tokenizer), [cell], items,
+                                  progress=False)  # fmt: skip
             return {"accuracy": rows[0].accuracy, "n": rows[0].n}
     else:
 
         def run() -> dict:
-            item = next(iter(make_items(task, str(length), length)))
+            item = next(iter(items(cell)))
             ids = torch.as_tensor(item.prompt_ids, dtype=torch.long)[None]
             with torch.no_grad():
                 out = model(ids, return_logits=True)
@@ -174,7 +166,7 @@ def measure(
         info = run()
         seconds = time.perf_counter() - t0
     if phases and not control:
-        info.update(_phases(model, tokenizer, task, length, make_items))
+        info.update(_phases(model, _grid(babilong_task, tokenizer), cell, items))
     return {
         "mode": "full_logits_control" if control else "rmt_eval",
         "length": length,
@@ -187,25 +179,19 @@ def measure(
     }
 
 
-def _phases(model, tokenizer, task: str, length: int, make_items) -> dict:
+def _phases(model, grid: Grid, cell: EvalCell, items) -> dict:
     """Split the peak between building the sample and reading it through the model.
 
     The scoring phase starts from the built prompt (already in memory), so its peak is what the
     model's segment-by-segment pass adds on top of the input.
     """
-    from rmt.eval.evaluate import evaluate_model
-
     with PeakRSS() as build:
         t0 = time.perf_counter()
-        item = next(iter(make_items(task, str(length), length)))
+        item = next(iter(items(cell)))
         build_s = time.perf_counter() - t0
     with PeakRSS() as score:
         t0 = time.perf_counter()
-        evaluate_model(
-            model, tokenizer, name="longrun", checkpoint="", tasks=[task],
-            lengths=[(str(length), length)], make_items=lambda *_: [item], batch_size=1,
-            max_new_tokens=4, progress=False,
-        )  # fmt: skip
+        evaluate_model(model, grid, [cell], lambda _: [item], progress=False)
         score_s = time.perf_counter() - t0
     return {
         "prompt_tokens": len(item.prompt_ids),
@@ -217,9 +203,7 @@ def _phases(model, tokenizer, task: str, length: int, make_items) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from rmt.data.babilong import parse_length
-
-    parser = argparse.ArgumentParser(prog="python -m rmt.eval.longrun", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python scripts/longrun.py", description=__doc__)
     parser.add_argument("--lengths", nargs="+", default=["4k", "32k"])
     parser.add_argument(
         "--checkpoint", default=None, help="run folder (default: tiny random model)"
@@ -241,28 +225,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
 
     if args.checkpoint:
-        from rmt.eval import checkpoint as ckpt_io
-
         model, tokenizer = ckpt_io.load(ckpt_io.check(args.checkpoint))
     else:
-        from rmt.data.tokenizer import build_tokenizer
-
         tokenizer = build_tokenizer()
         model = tiny_model(tokenizer, segment_size=args.segment_size)
     lengths = [parse_length(x) for x in args.lengths]
-    make_items = sample_factory(tokenizer)
+    kw = dict(zip(("babilong_task", "items"), babilong(tokenizer), strict=True))
     warm_up = 2 * model.config.segment_size
-    measure(model, tokenizer, args.task, warm_up, make_items=make_items)
+    measure(model, tokenizer, args.task, warm_up, **kw)
     results = []
     for length in lengths:
-        results.append(
-            measure(model, tokenizer, args.task, length, make_items=make_items, phases=args.phases)
-        )
+        results.append(measure(model, tokenizer, args.task, length, **kw, phases=args.phases))
         print(json.dumps(results[-1]), flush=True)
     if args.control:  # at the shortest length: per-token growth shows at any length, cheaply
-        results.append(
-            measure(model, tokenizer, args.task, min(lengths), make_items=make_items, control=True)
-        )
+        results.append(measure(model, tokenizer, args.task, min(lengths), **kw, control=True))
         print(json.dumps(results[-1]), flush=True)
     if args.out:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in results))

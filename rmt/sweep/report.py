@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from rmt.run import METRICS_FILE, SUMMARY_FILE, override_key, read_overrides
+
 # metrics.jsonl keys that describe an event rather than measure the model
 _EVENT_KEYS = {
     "step", "split", "stage", "epoch", "time", "seconds", "minutes", "lr", "segments", "samples", "n",
@@ -58,8 +60,7 @@ class SweepReport:
 
 def parse_override(text: str) -> tuple[str, object]:
     """``"memory.num_tokens=10"`` -> ``("memory.num_tokens", 10)``; ``+``/``++``/``~`` prefixes drop."""
-    key, sep, value = text.partition("=")
-    key = key.lstrip("+~")
+    key, (_, sep, value) = override_key(text), text.partition("=")
     if not sep:
         return key, None
     try:
@@ -105,18 +106,15 @@ def _job_sort_key(path: Path):
 
 def read_job(path: Path, root: Path) -> Job:
     """Read one job folder; missing or malformed files are named in the error."""
-    overrides_file = path / ".hydra" / "overrides.yaml"
     try:
-        raw = yaml.safe_load(overrides_file.read_text()) or []
-    except yaml.YAMLError as exc:
-        raise ValueError(f"rmt-report: cannot parse {overrides_file}: {exc}") from exc
-    if not isinstance(raw, list):
-        raise ValueError(f"rmt-report: {overrides_file} should be a YAML list of key=value strings")
-    overrides = dict(parse_override(str(item)) for item in raw)
+        raw = read_overrides(path)
+    except ValueError as exc:
+        raise ValueError(f"rmt-report: {exc}") from exc
+    overrides = dict(parse_override(item) for item in raw)
     name = str(path.relative_to(root)) if path != root else path.name
 
     summary: dict[str, object] = {}
-    summary_file = path / "summary.json"
+    summary_file = path / SUMMARY_FILE
     status = "incomplete"
     if summary_file.is_file():
         try:
@@ -128,7 +126,7 @@ def read_job(path: Path, root: Path) -> Job:
                 "delete it to report the job as incomplete"
             ) from exc
 
-    best, steps = _best_from_metrics(path / "metrics.jsonl")
+    best, steps = _best_from_metrics(path / METRICS_FILE)
     summary_steps = summary.get("steps", summary.get("step"))
     if _is_number(summary_steps):
         steps = int(summary_steps)

@@ -1,0 +1,245 @@
+"""The run-folder contract: what ``rmt-train`` writes and ``rmt-eval`` / resume read.
+
+::
+
+    <run folder>/
+      .hydra/overrides.yaml   what this job changed (sweep jobs are named by it)
+      config.yaml             the fully resolved config of the run
+      metrics.jsonl           one JSON object per log/eval event
+      tb/                     TensorBoard events
+      best/                   save_pretrained model + tokenizer + config.yaml + trainer_state.json
+      last/                   accelerator.save_state + trainer_state.json, for resume
+      summary.json            final metrics
+
+Why atomic: a run can be killed at any moment (pre-emption, OOM, Ctrl-C). Every checkpoint is
+written into a temporary folder next to its target and renamed into place only once complete,
+so ``best/`` and ``last/`` are always either the previous complete checkpoint or the new one.
+The swap is two renames (target -> ``.<name>.old``, tmp -> target); if a crash falls between
+them, :func:`resolve_checkpoint` finds the complete ``.old`` folder.
+
+``best/`` is Hugging Face native, so it describes itself; ``last/`` holds everything needed to
+continue a run bit for bit. Train and eval both go through this module, so the file names and
+the one :class:`CheckpointError` are defined once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+import rmt
+
+STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+TB_DIR = "tb"
+BEST = "best"
+LAST = "last"
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+
+
+class CheckpointError(ValueError):
+    """A run folder or checkpoint that cannot be used; the message says what is wrong and the fix."""
+
+
+# ------------------------------------------------------------------------- atomic publishing
+def _tmp_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.tmp"
+
+
+def _old_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Move a complete ``tmp`` folder to ``target``, replacing an existing one."""
+    old = _old_path(target)
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def prepare_tmp(target: Path) -> Path:
+    """Create an empty temporary folder next to ``target`` (left-overs of a crash are removed)."""
+    tmp = _tmp_path(target)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder; on success it becomes ``target``, on error it is removed.
+
+    Single-process helper; multi-process saves use :func:`prepare_tmp` / :func:`publish` with a
+    barrier between them (see :func:`save_last`).
+    """
+    target = Path(target)
+    tmp = prepare_tmp(target)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, target)
+
+
+# ------------------------------------------------------------------------------ trainer state
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A checkpoint's JSON file, or a CheckpointError saying it is damaged."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path} ({err}); the checkpoint is incomplete.") from err
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the checkpoint is damaged. "
+            "Copy it again from the training machine."
+        ) from err
+
+
+def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    return read_json(Path(checkpoint) / STATE_FILE)
+
+
+def new_state(**fields: Any) -> dict[str, Any]:
+    """A trainer_state dict stamped with the package version."""
+    return {"rmt_version": rmt.__version__, **fields}
+
+
+# ---------------------------------------------------------------------------- saving, loading
+def save_best(target: Path, *, model, tokenizer, cfg: DictConfig, state: dict[str, Any]) -> None:
+    """Write ``best/``: HF-native model + tokenizer + config.yaml + trainer_state.json.
+
+    ``model`` must be the unwrapped model (``accelerator.unwrap_model``); call on the main
+    process only.
+    """
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(tmp / STATE_FILE, state)
+
+
+def save_last(target: Path, *, accelerator, state: dict[str, Any]) -> None:
+    """Write ``last/`` with ``accelerator.save_state``; call on every process.
+
+    Every process writes its own RNG state into the shared temporary folder, so the folder
+    name is fixed (not per process) and only the main process renames it after a barrier.
+    """
+    tmp = _tmp_path(target)
+    if accelerator.is_main_process:
+        prepare_tmp(target)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / STATE_FILE, state)
+        publish(tmp, target)
+    accelerator.wait_for_everyone()
+
+
+def load_last(run_dir: str | os.PathLike, *, accelerator) -> dict[str, Any]:
+    """Restore model/optimizer/RNG states from ``<run_dir>/last``; return its trainer state."""
+    ckpt = resolve_checkpoint(Path(run_dir) / LAST)
+    if ckpt is None:
+        raise CheckpointError(
+            f"{run_dir} has no complete last/ checkpoint to resume from; the run stopped before "
+            "its first checkpoint. Start a new run instead of resume=..."
+        )
+    accelerator.load_state(str(ckpt))
+    return read_state(ckpt)
+
+
+# ------------------------------------------------------------------------------- resolving
+def resolve_checkpoint(target: str | os.PathLike) -> Path | None:
+    """The complete checkpoint folder for ``target``: itself, or ``.old`` after a crash mid-swap."""
+    target = Path(target)
+    if target.is_dir() and (target / STATE_FILE).is_file():
+        return target
+    old = _old_path(target)
+    if old.is_dir() and (old / STATE_FILE).is_file():
+        return old
+    return None
+
+
+def locate_best(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """Map a run folder or a ``best/`` folder to ``(best_dir, run_dir)``."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise CheckpointError(
+            f"checkpoint={path}: no such folder. Pass a training run folder "
+            "(outputs/train/<date>/<time>) or its best/ folder."
+        )
+    if not given.is_dir():
+        raise CheckpointError(
+            f"checkpoint={path}: is a file; pass the run folder or its best/ folder, not a file in it."
+        )
+    if (given / "config.json").is_file():
+        parent = given.parent  # best/ (or .best.old) of a run folder, or a lone copy
+        is_run = (parent / CONFIG_FILE).is_file() or (parent / ".hydra").is_dir()
+        return given, (parent if is_run else None)
+    best = resolve_checkpoint(given / BEST)  # best/, or the complete .best.old of a crash
+    if best is not None:
+        return best, given
+    if (given / BEST).is_dir():
+        return given / BEST, given
+    if (given / LAST).is_dir():
+        raise CheckpointError(
+            f"checkpoint={path}: the run has last/ but no best/ folder: training stopped before "
+            "its first validation wrote best/. Resume it (`rmt-train resume=<run dir>`) until a "
+            "validation has run, then evaluate."
+        )
+    raise CheckpointError(
+        f"checkpoint={path}: not an rmt checkpoint: neither config.json nor a best/ folder is in "
+        "it. Pass the run folder that rmt-train printed, or its best/ folder."
+    )
+
+
+def check_fresh_run_dir(run_dir: str | os.PathLike) -> None:
+    """Refuse to start a new run in a folder that already holds one (never overwrite a run)."""
+    run_dir = Path(run_dir)
+    taken = [n for n in (METRICS_FILE, LAST, BEST, SUMMARY_FILE) if (run_dir / n).exists()]
+    if taken:
+        raise CheckpointError(
+            f"run folder {run_dir} already holds a run ({', '.join(taken)}); it is never "
+            f"overwritten. Continue it with resume={run_dir}, or choose another folder "
+            "(hydra.run.dir=... or a different name=...)."
+        )
+
+
+# ------------------------------------------------------------------------------- overrides
+def override_key(item: str) -> str:
+    """``"+memory.num_tokens=4"`` -> ``"memory.num_tokens"`` (Hydra's ``+``/``++``/``~`` dropped)."""
+    return item.partition("=")[0].lstrip("+~")
+
+
+def read_overrides(run_dir: str | os.PathLike) -> list[str]:
+    """The job's command-line overrides from ``.hydra/overrides.yaml``."""
+    file = Path(run_dir) / OVERRIDES_FILE
+    try:
+        raw = yaml.safe_load(file.read_text()) or []
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot parse {file}: {exc}") from exc
+    if not isinstance(raw, list):
+        raise ValueError(f"{file} should be a YAML list of key=value strings")
+    return [str(item) for item in raw]

@@ -1,0 +1,1 @@
+"""Reports over a Hydra multirun of ``rmt-train -m`` (``rmt-report``)."""

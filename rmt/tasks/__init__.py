@@ -1,0 +1,9 @@
+"""Tasks behind one interface (:mod:`rmt.tasks.base`); importing this package registers them.
+
+``task.type`` in a config names a registered task; see :func:`rmt.tasks.base.build_task`.
+"""
+
+from rmt.tasks import babilong  # noqa: F401  (registers task.type=babilong)
+from rmt.tasks.base import TASKS, EvalCell, EvalItem, Task, Verdict, build_task, register_task
+
+__all__ = ["TASKS", "EvalCell", "EvalItem", "Task", "Verdict", "build_task", "register_task"]

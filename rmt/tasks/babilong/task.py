@@ -1,0 +1,331 @@
+"""BABILong as a :class:`rmt.tasks.base.Task`: bAbI facts hidden in background text.
+
+Everything BABILong-specific that the trainer and ``rmt-eval`` need goes through this class:
+which stories a split holds (generator, bAbI files or published rows, see ``sources``), how a
+sample is built at a given length (``dataset``), the config rules, the preflight check that the
+largest stories fit their segments, and BABILong's scoring rule.
+
+The haystack builder (background text tokenized once) is shared: a task builds it once, and
+evaluation of several checkpoints with one tokenizer reuses it (:func:`shared_builder`).
+Data order is a pure function of (seed, split, task, index, length), so resumed runs and
+DataLoader workers see identical samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import ConcatDataset, Dataset
+
+from rmt.errors import ConfigError
+from rmt.tasks.babilong.background import make_background
+from rmt.tasks.babilong.config import BACKGROUND_KINDS, BabilongTaskConfig
+from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
+from rmt.tasks.babilong.generator import TASKS as GENERATED
+from rmt.tasks.babilong.generator import fact_range
+from rmt.tasks.babilong.haystack import HaystackBuilder
+from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match
+from rmt.tasks.babilong.sources import (
+    TRAIN_RENAMED,
+    babi_stories,
+    babilong_rows,
+    check_source,
+)
+from rmt.tasks.babilong.tokenizer import build_tokenizer
+from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task
+
+PREFLIGHT_SAMPLES = 64  # largest-story samples built per stage before training
+
+
+@register_task("babilong")
+class BabilongTask(Task):
+    """BABILong qa1..qa20 from the ``generated``, ``babi`` or ``babilong`` source."""
+
+    config_class = BabilongTaskConfig
+
+    def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
+        super().__init__(cfg, tokenizer=tokenizer, segment_size=segment_size, seed=seed)
+        self.facts_end = segment_size if cfg.facts_before_last_segment else None
+        self.builder = None
+        if cfg.source != "babilong":  # published rows come with their own haystack
+            self.builder = shared_builder(tokenizer, cfg.background, seed)
+        self._stories: dict[str, list] = {}
+
+    # ------------------------------------------------------------------ config, tokenizer
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        task = cfg.task
+        check_source(task.source, key="task.source", path_key="task.path", renamed=TRAIN_RENAMED)
+        _check_tasks(task)
+        _check_source_paths(task)
+        _check_background(task.background)
+        _check_samples(task, cfg.trainer.batch_size)
+
+    @classmethod
+    def offline_tokenizer(cls):
+        return build_tokenizer()
+
+    @classmethod
+    def eval_config(cls, task_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
+        """rmt-eval's tasks, position, background and data source replace the run's."""
+        cfg = task_cfg.copy()
+        if eval_cfg.tasks is not None:
+            cfg.tasks = list(eval_cfg.tasks)
+        if eval_cfg.position is not None:
+            cfg.position = [float(p) for p in eval_cfg.position]
+        if eval_cfg.background.kind is not None:  # an explicit background replaces the run's
+            cfg.background = OmegaConf.merge(cfg.background, eval_cfg.background)
+        cfg.source, cfg.path = eval_cfg.data.source, eval_cfg.data.path
+        return cfg
+
+    # ------------------------------------------------------------------ training data
+    def stories(self, split: str):
+        """Fixed bAbI stories of ``split`` (source=babi), or None for the generator."""
+        if self.cfg.source != "babi":
+            return None
+        if split not in self._stories:
+            try:
+                self._stories[split] = babi_stories(self.cfg.path, list(self.cfg.tasks), split)
+            except FileNotFoundError as err:
+                raise ConfigError(f"task.{err}") from err
+        return self._stories[split]
+
+    def dataset(self, split: str, *, stage: int, seed: int, num_samples: int | None) -> Dataset:
+        cfg = self.cfg
+        if cfg.source == "babilong":
+            return self._published(split)
+        stage_cfg = cfg.curriculum[stage]
+        stories = self.stories(split)
+        if stories is not None:
+            num_samples = min(num_samples or len(stories), len(stories))
+        return BabilongDataset(
+            list(cfg.tasks), split=split, num_samples=num_samples, tokenizer=self.tokenizer,
+            builder=self.builder, total_length=self.segment_size, seed=seed,
+            position=tuple(cfg.position), facts_end_from_end=self.facts_end,
+            min_facts=_first(stage_cfg.min_facts, cfg.min_facts),
+            max_facts=_first(stage_cfg.max_facts, cfg.max_facts), samples=stories,
+        )  # fmt: skip
+
+    def _published(self, split: str) -> Dataset:
+        """Pre-built rows; the first valid_samples rows per task are held out for validation."""
+        cfg, parts = self.cfg, []
+        for name in cfg.tasks:
+            rows = babilong_rows(cfg.path, length=cfg.babilong_length, task=name)
+            n_valid = min(cfg.valid_samples, len(rows) // 2)
+            keep = range(n_valid) if split == "validation" else range(n_valid, len(rows))
+            parts.append(BabilongTextDataset(rows.select(keep), self.tokenizer, name))
+        return _IndexOnly(ConcatDataset(parts))
+
+    @property
+    def endless(self) -> bool:
+        return self.cfg.source == "generated" and self.cfg.train_samples is None
+
+    def collate(self, items: Sequence[dict]) -> dict:
+        return collate(items, pad_id=self.tokenizer.pad_token_id)
+
+    def preflight(self) -> None:
+        """Fail before training when the longest generated stories cannot fit their segments.
+
+        Builds, for every stage and segment count, a few samples with the largest number of
+        facts the stage allows, so a config whose facts overflow the room before the question
+        (or before the last segment) stops now, naming the keys to change.
+        """
+        if self.cfg.source != "generated":
+            return
+        for i, stage in enumerate(self.cfg.curriculum):
+            for name in self.cfg.tasks:
+                self._preflight_stage(i, stage, name)
+
+    def _preflight_stage(self, i: int, stage, name: str) -> None:
+        cfg, size = self.cfg, self.segment_size
+        try:
+            _, most = fact_range(
+                name, _first(stage.min_facts, cfg.min_facts), _first(stage.max_facts, cfg.max_facts)
+            )
+        except ValueError as err:
+            raise ConfigError(f"task.min_facts/max_facts for {name}: {err}") from err
+        worst = BabilongDataset(
+            name, split="validation", num_samples=PREFLIGHT_SAMPLES, tokenizer=self.tokenizer,
+            builder=self.builder, total_length=size, seed=self.seed,
+            position=tuple(cfg.position), facts_end_from_end=self.facts_end,
+            min_facts=most, max_facts=most,
+        )  # fmt: skip
+        for n in sorted(set(stage.segments)):
+            total = n * size
+            try:
+                for index in range(len(worst)):
+                    got = len(worst[(index, total)]["input_ids"])
+                    if got > total:  # the builder returns bare facts when they overflow
+                        raise ValueError(f"the sample needs {got} > {total} tokens")
+            except ValueError as err:
+                raise ConfigError(
+                    f"task.curriculum[{i}] with {n} segment(s) of segment.size={size}: {name} "
+                    f"stories of {most} facts do not fit ({err}). Lower task.max_facts (or the "
+                    "stage's max_facts), raise segment.size, or use more segments."
+                ) from err
+
+    # ------------------------------------------------------------------ scoring, evaluation
+    def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
+        return Verdict(
+            output=output,
+            correct=compare_answers(target, output, question, task),
+            exact=exact_match(target, output),
+        )
+
+    def check_subtasks(self, tasks: Sequence[str]) -> None:
+        unknown = [t for t in tasks if t not in TASK_LABELS]
+        if unknown:
+            raise ValueError(
+                f"tasks: unknown task names {unknown}; use names from {sorted(TASK_LABELS)}, "
+                "e.g. tasks=[qa1,qa2]."
+            )
+
+    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test"
+                   ) -> Iterator[EvalItem]:  # fmt: skip
+        """Generated/bAbI stories: sample ``i`` is the same story at every length, seeded so two
+        evaluations (and two checkpoints) score the same stories with the facts at the same
+        places. BABILong rows: the first ``samples`` published rows of the cell."""
+        if self.cfg.source == "babilong":
+            rows = babilong_rows(self.cfg.path, length=cell.length, task=cell.task)
+            count = min(samples, len(rows))  # fewer rows than asked: score them all, n says so
+            rows = rows.select(range(count)) if hasattr(rows, "select") else rows[:count]
+            dataset: Dataset = BabilongTextDataset(rows, self.tokenizer, cell.task)
+        else:
+            stories = self.stories(split)
+            if stories is not None:
+                stories = [s for s in stories if s.task == cell.task]
+                samples = min(samples, len(stories))
+            dataset = BabilongDataset(
+                cell.task, split=split, num_samples=samples, tokenizer=self.tokenizer,
+                builder=self.builder, length=cell.tokens, seed=seed,
+                position=tuple(self.cfg.position), samples=stories,
+            )  # fmt: skip
+        for index in range(len(dataset)):
+            yield _item(dataset[index], index)
+
+
+# ------------------------------------------------------------------------------ config rules
+def _check_tasks(task: DictConfig) -> None:
+    unknown = [t for t in task.tasks if t not in TASK_LABELS]
+    if not task.tasks or unknown:
+        raise ConfigError(
+            f"task.tasks={list(task.tasks)} has unknown task names {unknown}; "
+            f"use names from {sorted(TASK_LABELS)}, e.g. task.tasks=[qa1]."
+        )
+    if len(task.position) != 2 or not 0.0 <= task.position[0] < task.position[1] <= 1.0:
+        raise ConfigError(
+            f"task.position={list(task.position)} must be [start, end] with "
+            "0 <= start < end <= 1 (fractions of the haystack where facts may sit)."
+        )
+    if task.min_facts is not None and task.max_facts is not None:
+        if task.min_facts > task.max_facts:
+            raise ConfigError(
+                f"task.min_facts={task.min_facts} > task.max_facts={task.max_facts}; swap them."
+            )
+    if task.facts_before_last_segment and min(min(s.segments) for s in task.curriculum) < 2:
+        raise ConfigError(
+            "task.facts_before_last_segment=true needs at least 2 segments per sample, but a "
+            "curriculum stage allows 1; start the curriculum at segments: [2]."
+        )
+
+
+def _check_source_paths(task: DictConfig) -> None:
+    if task.source == "generated":
+        missing = [t for t in task.tasks if t not in GENERATED]
+        if missing:
+            raise ConfigError(
+                f"task.tasks: the offline generator has no {missing}; it makes "
+                f"{', '.join(GENERATED)}. Use task.source=babi with the bAbI files for others."
+            )
+    if task.source == "babi" and (task.path is None or not os.path.isdir(task.path)):
+        raise ConfigError(
+            f"task.source=babi needs task.path=<folder with the bAbI .txt files>; "
+            f"{task.path!r} is not a folder."
+        )
+
+
+def _check_background(bg: DictConfig) -> None:
+    if bg.kind not in BACKGROUND_KINDS:
+        raise ConfigError(
+            f"task.background.kind={bg.kind!r} is not valid; choose one of "
+            f"{', '.join(BACKGROUND_KINDS)}."
+        )
+    if bg.kind == "files" and (bg.path is None or not os.path.exists(bg.path)):
+        raise ConfigError(
+            f"task.background.path={bg.path!r} does not exist; give a .txt/.jsonl file or a "
+            "folder of them, or use task.background.kind=builtin for the offline text."
+        )
+    if bg.kind == "hf" and not bg.dataset:
+        raise ConfigError(
+            "task.background.kind=hf needs task.background.dataset: a Hub id such as "
+            "deepmind/pg19 (online) or a local save_to_disk folder."
+        )
+
+
+def _check_samples(task: DictConfig, batch_size: int) -> None:
+    if task.train_samples is not None and task.train_samples < batch_size:
+        raise ConfigError(
+            f"task.train_samples={task.train_samples} is smaller than trainer.batch_size="
+            f"{batch_size}; give more samples or null for fresh generated samples."
+        )
+
+
+# ----------------------------------------------------------------------------------- helpers
+class _IndexOnly(Dataset):
+    """Pre-built samples have their own length: drop the sampler's requested length."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key[0] if isinstance(key, tuple) else key]
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def _item(example: dict, index: int) -> EvalItem:
+    # one int64 tensor (8 bytes a token) instead of a Python list (about 36): at 1M tokens the
+    # prompt is the only thing in evaluation whose size follows the input
+    prompt = torch.tensor(example["input_ids"][: example["prompt_length"]], dtype=torch.long)
+    return EvalItem(example["task"], index, prompt, example["target"], example["question"])
+
+
+_BUILDERS: dict[tuple, HaystackBuilder] = {}  # (tokenizer, background, seed) -> builder
+
+
+def shared_builder(tokenizer, background, seed: int) -> HaystackBuilder:
+    """The haystack builder of a tokenizer and background, built (tokenized) once per process.
+
+    ``seed`` picks the builtin background text; evaluation passes the run's ``trainer.seed``, so
+    it hides facts in the same kind of text the model was trained on. At most two builders are
+    kept: comparing checkpoints that share a tokenizer (the usual case) tokenizes once.
+    """
+    if background is None:
+        bg_kwargs: dict = {"kind": "builtin"}
+    elif isinstance(background, DictConfig):
+        bg_kwargs = OmegaConf.to_container(background, resolve=True)
+    else:
+        bg_kwargs = dict(background)
+    key = (_tokenizer_key(tokenizer), json.dumps(bg_kwargs, sort_keys=True), seed)
+    if key not in _BUILDERS:
+        if len(_BUILDERS) >= 2:
+            _BUILDERS.pop(next(iter(_BUILDERS)))
+        _BUILDERS[key] = HaystackBuilder(tokenizer, make_background(**bg_kwargs, seed=seed))
+    return _BUILDERS[key]
+
+
+def _tokenizer_key(tokenizer) -> str:
+    """Identity of a tokenizer's vocabulary and rules (two loads of one tokenizer are equal)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha1(text.encode()).hexdigest()

@@ -1,0 +1,210 @@
+"""The task interface and its registry: how training and evaluation get data and scores.
+
+A task is one package (``rmt/tasks/<name>/``) with a config schema and a :class:`Task` subclass
+registered under a name; ``task.type`` in a config picks it. The trainer and ``rmt-eval`` call
+only the methods below, so a new task (or a new data source of a task) is an edit inside its
+package, never in the runner. The shape follows torchtune's recipes and Lightning-Hydra's
+``_target_`` configs: the runner owns the loop, the task owns what a sample is and how an
+answer is judged.
+
+Datasets are indexed by ``(index, total_length)``: the curriculum decides per batch how many
+segments a sample fills (``total_length = n * segment.size``), the task builds the sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from omegaconf import MISSING, DictConfig
+from torch.utils.data import Dataset
+
+from rmt.errors import ConfigError
+
+
+def stable_int(*parts: object) -> int:
+    """A 64-bit integer from a SHA-256 of the parts: identical in every process and run.
+
+    Every seed of data order and content derives from it, so data is a pure function of
+    (seed, split, stage, index): resumed runs and DataLoader workers see the same samples.
+    """
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+@dataclass
+class CurriculumStage:
+    """One curriculum stage: each batch draws its segment count from ``segments``.
+
+    The stage ends after ``steps`` optimizer steps, or earlier once validation accuracy reaches
+    ``until_accuracy``; the next stage starts from the best model of this one. Tasks extend it
+    with their own per-stage knobs (BABILong: story sizes).
+    """
+
+    segments: list[int] = MISSING  # segment counts drawn per batch, e.g. [1, 2]
+    steps: int | None = None  # None = until trainer.max_steps (only for the last stage)
+    until_accuracy: float | None = None  # advance early at this validation accuracy (0..1)
+    max_ratio: float = 0.0  # fraction of batches forced to the largest count in `segments`
+
+
+@dataclass
+class TaskConfig:
+    """What every task config has; a task's schema extends it (``rmt/tasks/<name>/config.py``)."""
+
+    type: str = MISSING  # registered task name, e.g. babilong
+    name: str = "task"  # label of this task option (the YAML file), for humans
+    train_samples: int | None = None  # None = fresh samples at every step (if the task can)
+    valid_samples: int = 200
+    curriculum: list[CurriculumStage] = field(
+        default_factory=lambda: [CurriculumStage(segments=[2])]
+    )
+
+
+@dataclass(frozen=True)
+class EvalCell:
+    """One cell of the evaluation grid: a sub-task at one input length."""
+
+    task: str  # e.g. qa1
+    length: str  # label, e.g. "4k"
+    tokens: int  # the length in tokens
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One prompt to answer.
+
+    Attributes:
+        task: sub-task name (selects the label set used by the scoring rule).
+        index: sample number within its cell, for the predictions file.
+        prompt_ids: token ids of the prompt, ending where the answer starts.
+        target: the reference answer.
+        question: the question text (the scoring rule may use it).
+    """
+
+    task: str
+    index: int
+    prompt_ids: Sequence[int] | torch.Tensor
+    target: str
+    question: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one generated answer was judged."""
+
+    output: str  # the decoded answer
+    correct: bool  # the task's scoring rule
+    exact: bool  # exact string match
+
+
+class Task(ABC):
+    """A trainable and evaluable task (see the module docstring for the contract).
+
+    Args:
+        cfg: the ``task`` node of the run config (the task's own schema).
+        tokenizer: the run's tokenizer.
+        segment_size: tokens per segment (tasks may place content relative to segments).
+        seed: the run's ``trainer.seed`` (fixed content such as background text).
+    """
+
+    name: ClassVar[str]  # set by @register_task
+    config_class: ClassVar[type[TaskConfig]]
+
+    def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
+        self.cfg, self.tokenizer, self.segment_size, self.seed = cfg, tokenizer, segment_size, seed
+
+    # ------------------------------------------------------------------ config, tokenizer
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Rules of the task's keys (``cfg`` is the whole run config); raise ConfigError."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def offline_tokenizer(cls):
+        """The tokenizer used when the backbone brings none (tiny random backbones)."""
+
+    @classmethod
+    def eval_config(cls, task_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
+        """The run's task config with ``rmt-eval``'s data keys applied (default: unchanged)."""
+        return task_cfg
+
+    # ------------------------------------------------------------------ training data
+    @abstractmethod
+    def dataset(self, split: str, *, stage: int, seed: int, num_samples: int | None) -> Dataset:
+        """Samples of ``split`` (train/validation) for curriculum ``stage``, indexed by
+        ``(index, total_length)``; each item has ``input_ids``, ``labels``, ``prompt_length``."""
+
+    @property
+    def endless(self) -> bool:
+        """True when fresh training samples can be made at every step (no fixed set)."""
+        return False
+
+    @abstractmethod
+    def collate(self, items: Sequence[dict]) -> dict:
+        """A training batch: ``input_ids``, ``attention_mask``, ``labels`` (right-padded),
+        ``prompt_length`` and the lists ``task``, ``question``, ``target``."""
+
+    def preflight(self) -> None:
+        """Fail before training when the configured samples cannot be built (ConfigError)."""
+        return None
+
+    # ------------------------------------------------------------------ scoring, evaluation
+    @abstractmethod
+    def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
+        """Score one generated answer."""
+
+    def eval_cells(
+        self, tasks: Sequence[str], lengths: Sequence[tuple[str, int]]
+    ) -> list[EvalCell]:
+        """The grid: every sub-task at every ``(label, tokens)`` length."""
+        return [EvalCell(t, label, tokens) for t in tasks for label, tokens in lengths]
+
+    @abstractmethod
+    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test"
+                   ) -> Iterator[EvalItem]:  # fmt: skip
+        """Up to ``samples`` prompts of one cell from ``split``, built lazily (one at a time)."""
+
+    @property
+    def subtasks(self) -> list[str]:
+        """The sub-tasks this config trains on (what rmt-eval scores by default)."""
+        return list(self.cfg.get("tasks", []))
+
+    def check_subtasks(self, tasks: Sequence[str]) -> None:
+        """Raise ValueError naming the fix when ``tasks`` holds names this task cannot score."""
+        return None
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str):
+    """Class decorator: make a Task subclass available as ``task.type=<name>``."""
+
+    def add(cls: type[Task]) -> type[Task]:
+        if name in TASKS and TASKS[name] is not cls:
+            raise ValueError(f"task {name!r} is registered twice ({TASKS[name]} and {cls})")
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return add
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered task called ``name``; ConfigError naming the registered ones otherwise."""
+    if name not in TASKS:
+        raise ConfigError(
+            f"task.type={name!r} is not a registered task; use one of {', '.join(sorted(TASKS))} "
+            "(a task package registers itself with @register_task)."
+        )
+    return TASKS[name]
+
+
+def build_task(cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> Task:
+    """Instantiate the task a ``task`` config node names."""
+    return task_class(cfg.type)(cfg, tokenizer=tokenizer, segment_size=segment_size, seed=seed)

@@ -1,0 +1,87 @@
+"""Training metrics: the running window between two log lines, and where events are written
+(``metrics.jsonl`` + TensorBoard, main process only)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from rmt.run import METRICS_FILE, TB_DIR
+
+_NOT_SCALARS = ("stage", "samples", "minutes")  # logged to metrics.jsonl, not plotted
+
+
+class MetricsLog:
+    """metrics.jsonl + TensorBoard, written by the main process only."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None) -> None:
+        self.enabled = enabled
+        self.path = run_dir / METRICS_FILE
+        self.writer = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            # events logged after the checkpoint we resume from are replayed: drop them
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        purge = resume_step + 1 if resume_step is not None else None
+        self.writer = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge)
+
+    def log(self, split: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        event = {"step": step, "split": split, **values}
+        with self.path.open("a") as f:
+            f.write(json.dumps(event) + "\n")
+        for key, value in values.items():
+            if isinstance(value, int | float) and key not in _NOT_SCALARS:
+                self.writer.add_scalar(f"{split}/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Window:
+    """Loss parts, gradient norms and tokens of the micro-batches since the last log line."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def add(self, parts: dict[str, torch.Tensor], grad_norm, n_tokens: int) -> None:
+        self.tokens += n_tokens
+        for key, value in parts.items():
+            self.values.setdefault(key, []).append(value.item())
+        if grad_norm is not None:
+            self.values.setdefault("grad_norm", []).append(float(grad_norm))
+
+    def reduce(self, accelerator) -> tuple[dict[str, float], int, float]:
+        """Means over the window and the processes, tokens of all processes, and tokens/s."""
+        device = accelerator.device
+        tokens = int(accelerator.reduce(torch.tensor(self.tokens, device=device), "sum").item())
+        means = {
+            key: accelerator.reduce(torch.tensor(sum(v) / len(v), device=device), "mean").item()
+            for key, v in sorted(self.values.items())
+        }
+        return means, tokens, tokens / max(time.perf_counter() - self.start, 1e-9)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The final console table."""
+    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in summary.items()]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    body = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+    return f"{line}\n{body}\n{line}"

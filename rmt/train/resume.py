@@ -1,0 +1,89 @@
+"""Resuming and pre-emption: the config a resumed run continues with, and the signal guard
+that turns SIGTERM/SIGINT into a save of ``last/`` at the next step boundary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rmt.config.schema import typed
+from rmt.run import CONFIG_FILE, CheckpointError, override_key
+
+
+def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> DictConfig:
+    """The config to continue ``run_dir`` with: its own config.yaml plus plain key=value overrides.
+
+    A resumed run must be the same experiment, so group choices (``task=...``) are refused;
+    plain keys (``trainer.max_steps=5000``) are allowed, e.g. to extend a run.
+    """
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise CheckpointError(
+            f"resume={str(run_dir)!r}: {cfg_file} not found; give the run folder written by "
+            "rmt-train (it holds config.yaml, metrics.jsonl and last/)."
+        )
+    cfg = typed(OmegaConf.load(cfg_file))
+    plain = []
+    for item in overrides:
+        key = override_key(item)
+        if key == "resume" or key.startswith("hydra"):
+            continue
+        if "." not in key:
+            raise CheckpointError(
+                f"override {item!r} picks a config group, but a resumed run keeps its own "
+                "config; only plain keys (e.g. trainer.max_steps=5000) can change on resume."
+            )
+        plain.append(item.lstrip("+"))
+    if plain:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(plain))
+    cfg.resume = str(run_dir)
+    cfg.output_dir = str(run_dir)
+    return cfg
+
+
+class PreemptionGuard:
+    """Turn SIGTERM/SIGINT into a flag the loop checks, so it can save last/ before exiting.
+
+    Why not save inside the handler: the handler runs between two Python bytecodes, possibly
+    in the middle of an optimizer step; the loop saves at the next step boundary instead.
+    A second signal (e.g. while that save runs) gives up on the graceful path: the handlers
+    that were there before come back and the signal is raised again, so it does what it does
+    without rmt: SIGTERM ends the process at once (status 128 + 15), SIGINT raises
+    KeyboardInterrupt.
+    """
+
+    def __init__(self, signals: tuple[int, ...] | None = None) -> None:
+        self.signals = signals if signals is not None else (signal.SIGTERM, signal.SIGINT)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # second signal: give up on the graceful path
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+
+    @property
+    def triggered(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self) -> PreemptionGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
