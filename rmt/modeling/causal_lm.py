@@ -142,7 +142,7 @@ class RMTForCausalLM(RMTPreTrainedModel):
         All but the last segment of the prompt write memory; the last segment gets the read memory and
         no write memory, and the backbone's own `generate` (greedy, sampling, beams, ...) continues it.
         """
-        x, mask = self._prompt_inputs(input_ids, attention_mask)
+        x, mask, state = self._prompt_inputs(input_ids, attention_mask)
         lm = self.backbone
         limit = self.config.max_backbone_positions()
         new = generate_kwargs.get("max_new_tokens") or getattr(
@@ -160,4 +160,5 @@ class RMTForCausalLM(RMTPreTrainedModel):
         ):
             eos = lm.generation_config.eos_token_id
             generate_kwargs["pad_token_id"] = eos[0] if isinstance(eos, list) else (eos or 0)
-        return lm.generate(inputs_embeds=x, attention_mask=mask, **generate_kwargs)
+        with self.memory.reading(state):
+            return lm.generate(inputs_embeds=x, attention_mask=mask, **generate_kwargs)

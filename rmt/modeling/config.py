@@ -52,8 +52,9 @@ class RMTConfig(PreTrainedConfig):
         checkpointing_min_segments: threshold used by "auto".
         freeze_backbone: train only the memory (and LoRA adapters, if any): backbone weights get no gradient.
         memory_type: the memory mechanism, a name registered in `rmt.modeling.memory.MECHANISMS`
-            ("tokens": RMT's memory tokens).
-        memory_options: extra keyword arguments of that mechanism (none for "tokens").
+            ("tokens": RMT's memory tokens; "armt": memory tokens plus per-layer associative memory).
+        memory_options: extra keyword arguments of that mechanism (none for "tokens"; for "armt":
+            key_dim, feature_map, nu, layers, correction, see `rmt.modeling.memory.armt`).
         lora: optional dict of LoRA settings (`r`, `alpha`, `dropout`, `target_modules`) applied to the
             backbone when the model is built, so checkpoints with adapters reload with no extra arguments.
     """
@@ -113,6 +114,11 @@ class RMTConfig(PreTrainedConfig):
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
             )
         mechanism = mechanism_class(self.memory_type)
+        mechanism.check_options(
+            self.memory_options or {},
+            num_layers=getattr(self.backbone_config, "num_hidden_layers", None),
+            prefix="memory_options.",
+        )
         error = position_budget_error(
             segment_size=self.segment_size,
             extra=mechanism.extra_positions(self),

@@ -87,6 +87,7 @@ class RMTPreTrainedModel(PreTrainedModel):
         self.memory: MemoryMechanism = build_memory(
             config, emb.shape[1], dtype=emb.dtype, device=emb.device
         )
+        self.memory.attach(backbone)
         self.post_init()
         if config.lora:
             from rmt.modeling.lora import wrap_backbone_with_lora  # lazy: LoRA path only
@@ -181,11 +182,12 @@ class RMTPreTrainedModel(PreTrainedModel):
         """One backbone call on the wrapped segment; returns (new state, selected hidden states)."""
         embeds = self.get_input_embeddings()(seg_ids)
         inputs = self.memory.wrap(state, embeds, seg_mask)
-        outputs = base_model(self.backbone)(
-            inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
-            position_ids=inputs.position_ids, use_cache=False, **self.memory.backbone_kwargs(),
-        )  # fmt: skip
-        new_state = self.memory.update(state, outputs, inputs)
+        with self.memory.reading(state):
+            outputs = base_model(self.backbone)(
+                inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
+                position_ids=inputs.position_ids, use_cache=False, **self.memory.backbone_kwargs(),
+            )  # fmt: skip
+            new_state = self.memory.update(state, outputs, inputs)
         return new_state, outputs.last_hidden_state[rows, cols + inputs.offset]
 
     def _run(self, plan: SegmentPlan, reader: StepReader | None = None, *, stop=None) -> State:
@@ -231,9 +233,9 @@ class RMTPreTrainedModel(PreTrainedModel):
 
     def _prompt_inputs(self, input_ids, attention_mask=None):
         """Left-padded `(inputs_embeds, attention_mask)` of the last segment read with memory,
-        ready for the backbone's `generate`."""
+        ready for the backbone's `generate` (run inside `self.memory.reading(state)`), and `state`."""
         plan = self.make_plan(input_ids, attention_mask)
         state = self._read_memory(plan)
         seg_ids, seg_mask = self._pad_segments(plan.ids, plan.schedule[-1], 0)
         embeds = self.get_input_embeddings()(seg_ids)
-        return self.memory.prepare_generation(state, embeds, seg_mask)
+        return (*self.memory.prepare_generation(state, embeds, seg_mask), state)

@@ -5,11 +5,13 @@ A new mechanism is one file in this package and one line in `MECHANISMS`.
 
 from __future__ import annotations
 
+from rmt.modeling.memory.armt import AssociativeMemory
 from rmt.modeling.memory.base import MemoryMechanism, SegmentInputs
 from rmt.modeling.memory.tokens import TokenMemory
 
 MECHANISMS: dict[str, type[MemoryMechanism]] = {
     "tokens": TokenMemory,  # RMT: memory tokens read before and written after each segment
+    "armt": AssociativeMemory,  # ARMT: memory tokens + per-layer associative matrices (delta rule)
 }
 
 
@@ -31,5 +33,5 @@ def build_memory(config, hidden_size: int, *, dtype=None, device=None) -> Memory
     )
 
 
-__all__ = ["MECHANISMS", "MemoryMechanism", "SegmentInputs", "TokenMemory", "build_memory",
+__all__ = ["MECHANISMS", "AssociativeMemory", "MemoryMechanism", "SegmentInputs", "TokenMemory", "build_memory",
            "mechanism_class"]  # fmt: skip

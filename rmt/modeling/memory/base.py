@@ -11,6 +11,7 @@ A new mechanism is one file next to this one plus one line in `MECHANISMS` (`mem
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,11 @@ class MemoryMechanism(nn.Module):
         return cls(hidden_size=hidden_size, **(config.memory_options or {}))
 
     @classmethod
+    def check_options(cls, options: dict, *, num_layers: int | None, prefix: str = "") -> None:
+        """Raise ValueError naming the option (`prefix` + name) and the fix when `options` (the
+        mechanism's `memory_options`) cannot work; `num_layers` of the backbone when known."""
+
+    @classmethod
     def extra_positions(cls, config) -> int:
         """Positions each backbone call uses beyond the segment's tokens (for the position budget)."""
         return 0
@@ -89,6 +95,14 @@ class MemoryMechanism(nn.Module):
 
     def init_weights(self, std: float) -> None:
         """Initialise learned parameters (through `transformers.initialization`, so loading skips them)."""
+
+    def attach(self, backbone) -> None:
+        """Called once with the backbone the mechanism serves (e.g. to hook into its layers)."""
+
+    def reading(self, state: State) -> contextlib.AbstractContextManager:
+        """Context around each backbone call of the core (segments and generation): a mechanism
+        that acts inside the layers reads `state` there; `update` is called inside it too."""
+        return contextlib.nullcontext()
 
     def backbone_kwargs(self) -> dict:
         """Extra keyword arguments for every backbone call (e.g. {"output_hidden_states": True})."""

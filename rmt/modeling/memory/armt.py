@@ -1,0 +1,245 @@
+"""`AssociativeMemory`: the Associative Recurrent Memory Transformer's memory (ARMT; Rodkin et al.,
+2024, arXiv 2407.04841), written for rmt's memory-mechanism interface.
+
+Memory tokens work exactly as in `TokenMemory` (read before the segment, written after it). On top,
+every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z_l [F], per sample:
+
+- read: the input h of layer l (every token) gets A_l^T f(W_q h) / (z_l^T f(W_q h) + eps) added,
+  where f is a feature map of the query (DPFP with `nu`, normalised to unit length). An empty
+  memory (A = 0) reads exactly 0, so the first segment is RMT's segment bit for bit;
+- write, after the segment: each write-memory token's output h of layer l gives a key k = f(W_k h),
+  a value v = W_v h and a gate beta = sigmoid(W_b h). With correction (the delta rule) the stored
+  value is v minus what A_l already returns for k, and z_l grows only by the part of k that is new:
+  A_l += k (beta (v - read(k)))^T, z_l += clip(1 - z_l^T k, 0, 1) k. Without it, A_l += k (beta v)^T
+  and z_l += k (plain linear attention).
+
+W_v starts at zero, as in the paper's code: a fresh model computes exactly what RMT computes with the
+same weights, and training moves away from it. The associative state is part of the mechanism's state
+(a dict of batch-first tensors), so the core's BPTT cut, checkpointing, per-sample scheduling and
+generation apply to it unchanged. The reads and writes run in forward hooks on the backbone's
+decoder layers (found through `adapters.decoder_layers`), active only inside `reading(state)`; the
+backbone called on its own (e.g. the no-memory baseline) is never changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as hf_init
+
+from rmt.modeling.adapters import decoder_layers
+from rmt.modeling.memory.base import SegmentInputs
+from rmt.modeling.memory.tokens import TokenMemory
+
+FEATURE_MAPS = ("dpfp",)
+EPS = 1e-5  # in the read's denominator: an empty memory (z = 0) reads 0, not 0/0
+
+
+def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
+    """Deterministic parameter-free projection (Schlag et al., 2021): [..., d] -> [..., 2*nu*d],
+    non-negative, so that z^T f(q) > 0 wherever a stored key overlaps the query."""
+    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    rolled = torch.cat([x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+    return x.repeat(*([1] * (x.dim() - 1)), nu) * rolled
+
+
+def features(x: torch.Tensor, nu: int) -> torch.Tensor:
+    """Unit-length DPFP features: a stored key read back with itself has weight exactly 1."""
+    return F.normalize(dpfp(x, nu), dim=-1)
+
+
+def associative_read(A: torch.Tensor, z: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """What `A` [B, F, H] with normaliser `z` [B, F] returns for features `phi` [B, T, F]: [B, T, H]."""
+    return (phi @ A) / ((phi @ z.unsqueeze(-1)) + EPS)
+
+
+def associative_write(A, z, k, v, beta, *, correction: bool):
+    """(A, z) after writing keys `k` [B, M, F] (unit length), values `v` [B, M, H] with gates
+    `beta` [B, M, 1], all M at once against the memory before the write."""
+    if correction:
+        v = v - associative_read(A, z, k)  # store only what A does not already return for k
+        gamma = (1 - k @ z.unsqueeze(-1)).clamp(0, 1)  # the share of k that is new to z
+    else:
+        gamma = 1
+    return A + k.transpose(1, 2) @ (beta * v), z + (gamma * k).sum(1)
+
+
+class _LayerProjections(nn.Module):
+    """The learned projections of one carrying layer: query, key, value, gate."""
+
+    def __init__(self, hidden_size: int, key_dim: int, dtype=None, device=None) -> None:
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.query = nn.Linear(hidden_size, key_dim, bias=False, **kw)
+        self.key = nn.Linear(hidden_size, key_dim, bias=False, **kw)
+        self.value = nn.Linear(hidden_size, hidden_size, bias=False, **kw)
+        self.gate = nn.Linear(hidden_size, 1, **kw)  # beta, how much of a value is written
+
+
+class _Session:
+    """The associative state read during one backbone call, and the write-memory outputs it leaves."""
+
+    def __init__(self, A: torch.Tensor, z: torch.Tensor) -> None:
+        self.A, self.z = A, z  # [B, n, F, H], [B, n, F]
+        self.written: list[torch.Tensor | None] = [None] * A.shape[1]
+
+
+class AssociativeMemory(TokenMemory):
+    """State: {"tokens": [B, M, H], "A": [B, n, F, H], "z": [B, n, F]} for the n carrying layers,
+    F = 2 * nu * key_dim features."""
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int,
+        num_tokens: int,
+        num_layers: int,
+        key_dim: int = 64,  # query/key projection size before the feature map
+        feature_map: str = "dpfp",
+        nu: int = 3,  # DPFP's number of rolls (3 in the paper)
+        layers: list[int] | None = None,  # decoder layers that carry associative memory; None = all
+        correction: bool = True,  # delta rule: write only what the memory does not return yet
+        dtype=None,
+        device=None,
+    ) -> None:
+        options = {"key_dim": key_dim, "feature_map": feature_map, "nu": nu, "layers": layers,
+                   "correction": correction}  # fmt: skip
+        self.check_options(options, num_layers=num_layers)
+        if num_tokens < 1:
+            raise ValueError(
+                "ARMT writes its associative memory from the memory tokens; use num_mem_tokens >= 1 "
+                "(memory.num_tokens)."
+            )
+        super().__init__(hidden_size=hidden_size, num_tokens=num_tokens, dtype=dtype, device=device)
+        self.key_dim, self.feature_map, self.nu, self.correction = key_dim, feature_map, nu, correction
+        self.layer_ids = list(range(num_layers)) if layers is None else list(layers)
+        self.num_features = 2 * nu * key_dim
+        self.projections = nn.ModuleList(
+            _LayerProjections(hidden_size, key_dim, dtype=dtype, device=device) for _ in self.layer_ids
+        )
+        self._session: _Session | None = None
+
+    @classmethod
+    def from_config(cls, config, *, hidden_size: int, dtype=None, device=None):
+        return cls(
+            hidden_size=hidden_size, num_tokens=config.num_mem_tokens,
+            num_layers=config.backbone_config.num_hidden_layers, dtype=dtype, device=device,
+            **(config.memory_options or {}),
+        )  # fmt: skip
+
+    @classmethod
+    def check_options(cls, options: dict, *, num_layers: int | None, prefix: str = "") -> None:
+        known = {"key_dim", "feature_map", "nu", "layers", "correction"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"{prefix}{unknown[0]}: not an ARMT option; use {', '.join(sorted(known))}.")
+        for key in ("key_dim", "nu"):
+            value = options.get(key, 1)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{prefix}{key}={value!r} must be an integer >= 1.")
+        if options.get("feature_map", "dpfp") not in FEATURE_MAPS:
+            raise ValueError(
+                f"{prefix}feature_map={options['feature_map']!r} is not known; use one of "
+                f"{', '.join(FEATURE_MAPS)}."
+            )
+        layers = options.get("layers")
+        if layers is not None:
+            if len(set(layers)) != len(layers) or any(i < 0 for i in layers):
+                raise ValueError(
+                    f"{prefix}layers={list(layers)} must be distinct layer indices >= 0 (null = all)."
+                )
+            if num_layers is not None and any(i >= num_layers for i in layers):
+                raise ValueError(
+                    f"{prefix}layers={list(layers)}: the backbone has {num_layers} layers "
+                    f"(indices 0..{num_layers - 1})."
+                )
+
+    def init_weights(self, std: float) -> None:
+        super().init_weights(std)
+        for proj in self.projections:
+            for linear in (proj.query, proj.key, proj.gate):
+                hf_init.normal_(linear.weight, mean=0.0, std=std)
+            hf_init.zeros_(proj.gate.bias)
+            hf_init.zeros_(proj.value.weight)  # a fresh model reads 0: RMT's output exactly
+
+    def summary(self) -> dict:
+        return {
+            **super().summary(), "key_dim": self.key_dim, "feature_map": self.feature_map,
+            "nu": self.nu, "memory_layers": self.layer_ids, "correction": self.correction,
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ hooks into the layers
+    def attach(self, backbone) -> None:
+        layers = decoder_layers(backbone)
+        for slot, index in enumerate(self.layer_ids):
+            layers[index].register_forward_pre_hook(
+                functools.partial(self._read_hook, slot), with_kwargs=True
+            )
+            layers[index].register_forward_hook(functools.partial(self._write_hook, slot))
+
+    @contextlib.contextmanager
+    def reading(self, state):
+        self._session = _Session(state["A"], state["z"])
+        try:
+            yield
+        finally:
+            self._session = None
+
+    def _state_for(self, tensor: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """`tensor` [B, ...] per row of `hidden`: generate's beam search repeats each sample."""
+        rows = hidden.shape[0]
+        return tensor if tensor.shape[0] == rows else tensor.repeat_interleave(rows // tensor.shape[0], 0)
+
+    def _read_hook(self, slot: int, layer, args, kwargs):
+        if self._session is None:
+            return None  # the backbone called on its own
+        hidden = args[0] if args else kwargs["hidden_states"]
+        phi = features(self.projections[slot].query(hidden), self.nu)
+        A = self._state_for(self._session.A[:, slot], hidden)
+        z = self._state_for(self._session.z[:, slot], hidden)
+        hidden = hidden + associative_read(A.to(phi.dtype), z.to(phi.dtype), phi).to(hidden.dtype)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    def _write_hook(self, slot: int, layer, args, output):
+        if self._session is not None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            self._session.written[slot] = hidden[:, hidden.shape[1] - self.num_tokens :]
+
+    # ------------------------------------------------------------------ the recurrence
+    def init_state(self, batch_size: int) -> dict:
+        tokens = super().init_state(batch_size)
+        n, feats, hidden = len(self.layer_ids), self.num_features, tokens.shape[-1]
+        return {
+            "tokens": tokens,
+            "A": tokens.new_zeros(batch_size, n, feats, hidden),
+            "z": tokens.new_zeros(batch_size, n, feats),
+        }
+
+    def wrap(self, state, embeds, mask) -> SegmentInputs:
+        return super().wrap(state["tokens"], embeds, mask)
+
+    def update(self, state, outputs, inputs: SegmentInputs) -> dict:
+        A, z = [], []
+        for slot, proj in enumerate(self.projections):
+            mem = self._session.written[slot]  # [B, M, H] write-memory outputs of this layer
+            k = features(proj.key(mem), self.nu)
+            v, beta = proj.value(mem), torch.sigmoid(proj.gate(mem))
+            a, b = associative_write(
+                state["A"][:, slot].to(k.dtype), state["z"][:, slot].to(k.dtype), k, v, beta,
+                correction=self.correction,
+            )  # fmt: skip
+            A.append(a)
+            z.append(b)
+        tokens = super().update(state["tokens"], outputs, inputs)
+        if not A:  # no carrying layer: memory tokens only
+            return {"tokens": tokens, "A": state["A"], "z": state["z"]}
+        return {"tokens": tokens, "A": torch.stack(A, 1), "z": torch.stack(z, 1)}
+
+    def prepare_generation(self, state, embeds, mask):
+        return super().prepare_generation(state["tokens"], embeds, mask)
