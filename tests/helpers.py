@@ -184,3 +184,40 @@ def make_checkpoint(
     full_state.update(state or {})
     save_best(run_dir / "best", model=model, tokenizer=tokenizer, cfg=cfg, state=full_state)
     return run_dir
+
+
+# ------------------------------------------------------------------------------- generation
+def generate_with_logits(model, ids, mask=None, steps=3):
+    """Greedy `model.generate`; returns (new tokens [B, T], logits of each step [B, T, V])."""
+    import torch
+
+    out = model.generate(
+        ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+        output_logits=True, return_dict_in_generate=True,
+    )  # fmt: skip
+    return out.sequences, torch.stack(out.logits, dim=1)
+
+
+def forward_greedy(model, prompt, steps):
+    """Greedy decoding from `forward` alone: run prompt + tokens so far, take the last argmax."""
+    import torch
+
+    seq, logits = prompt, []
+    for _ in range(steps):
+        last = model(seq[None], return_logits=True).logits[0, -1]
+        logits.append(last)
+        seq = torch.cat([seq, last.argmax()[None]])
+    return seq[len(prompt) :], torch.stack(logits)
+
+
+def pad_batch(seqs, side="left"):
+    """1-D token sequences stacked into `(ids, attention_mask)`, padded on `side`."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        ids[i, cols], mask[i, cols] = s, 1
+    return ids, mask

@@ -8,10 +8,12 @@ every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z
   where f is a feature map of the query (DPFP with `nu`, normalised to unit length). An empty
   memory (A = 0) reads exactly 0, so the first segment is RMT's segment bit for bit;
 - write, after the segment: each write-memory token's output h of layer l gives a key k = f(W_k h),
-  a value v = W_v h and a gate beta = sigmoid(W_b h). With correction (the delta rule) the stored
-  value is v minus what A_l already returns for k, and z_l grows only by the part of k that is new:
-  A_l += k (beta (v - read(k)))^T, z_l += clip(1 - z_l^T k, 0, 1) k. Without it, A_l += k (beta v)^T
-  and z_l += k (plain linear attention).
+  a value v = W_v h and a gate beta = sigmoid(W_b h). With correction (the delta rule) z_l grows only
+  by the part of k that is new, z_l += clip(1 - z_l^T k, 0, 1) k, and the stored value is v minus what
+  A_l already returns for k, scaled to the new denominator: A_l += k (beta (max(z_l^T k, 1) v -
+  A_l^T k))^T, so that reading k right after returns v exactly (beta = 1) and a pair written twice is
+  stored once. (The paper's code subtracts the normalised read instead, which leaves a residue when
+  other keys overlap k.) Without correction, A_l += k (beta v)^T and z_l += k (linear attention).
 
 W_v starts at zero, as in the paper's code: a fresh model computes exactly what RMT computes with the
 same weights, and training moves away from it. The associative state is part of the mechanism's state
@@ -59,10 +61,16 @@ def associative_read(A: torch.Tensor, z: torch.Tensor, phi: torch.Tensor) -> tor
 
 def associative_write(A, z, k, v, beta, *, correction: bool):
     """(A, z) after writing keys `k` [B, M, F] (unit length), values `v` [B, M, H] with gates
-    `beta` [B, M, 1], all M at once against the memory before the write."""
+    `beta` [B, M, 1], all M at once against the memory before the write.
+
+    With correction, z grows by gamma k, gamma = clip(1 - z^T k, 0, 1), so the read's denominator
+    for k becomes d = max(z^T k, 1); the value stored is d v - A^T k, so that reading k afterwards
+    returns exactly v (beta = 1) and writing the same pair again stores nothing.
+    """
     if correction:
-        v = v - associative_read(A, z, k)  # store only what A does not already return for k
-        gamma = (1 - k @ z.unsqueeze(-1)).clamp(0, 1)  # the share of k that is new to z
+        overlap = k @ z.unsqueeze(-1)  # [B, M, 1] z^T k, how much of k z already holds
+        gamma = (1 - overlap).clamp(0, 1)
+        v = overlap.clamp(min=1) * v - k @ A  # subtract what A already returns for k
     else:
         gamma = 1
     return A + k.transpose(1, 2) @ (beta * v), z + (gamma * k).sum(1)

@@ -1,0 +1,238 @@
+"""ARMT (`memory_type="armt"`, `rmt.modeling.memory.armt`) on tiny models of every family.
+
+Equivalence: an empty or disabled associative memory is RMT with the same weights; the core's
+guarantees (padded batch == each sample, exact BPTT cut, checkpointed == plain gradients, generate ==
+forward, save/load) hold with the associative state. Behaviour a stub cannot fake: a written memory
+changes the output, read-after-write returns the value, and the delta rule does not store a pair twice.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import forward_greedy, generate_with_logits, pad_batch
+from transformers import AutoModelForCausalLM
+
+from rmt import RMTConfig, RMTForCausalLM
+from rmt.modeling import factory
+from rmt.modeling.backbones import FAMILIES, tiny_backbone_config
+from rmt.modeling.memory.armt import (
+    AssociativeMemory,
+    associative_read,
+    associative_write,
+    features,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
+VOCAB, SEG, MEM = 97, 6, 3
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def make(family="llama", *, memory_type="armt", values=0.3, options=None, **kwargs):
+    """A seeded tiny model; `values` is the std of the value projections (0 = as initialised)."""
+    torch.manual_seed(0)
+    bb = tiny_backbone_config(
+        family, vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, max_positions=64
+    )
+    if memory_type == "armt":
+        kwargs["memory_options"] = {"key_dim": 8, **(options or {})}
+    config = RMTConfig(
+        backbone_config=bb, num_mem_tokens=MEM, segment_size=SEG, memory_type=memory_type, **kwargs
+    )
+    model = RMTForCausalLM(config).eval()
+    if memory_type == "armt" and values:
+        with torch.no_grad():
+            for proj in model.memory.projections:
+                proj.value.weight.normal_(0.0, values)  # so that what is written is read back
+    return model
+
+
+def rmt_twin(model):
+    """RMT (memory tokens only) with the backbone and memory tokens of an ARMT `model`."""
+    twin = make(model.config.backbone_config.model_type, memory_type="tokens")
+    state = {k: v for k, v in model.state_dict().items() if ".projections." not in k}
+    twin.load_state_dict(state)
+    return twin
+
+
+def rand_ids(*shape, seed=1):
+    return torch.randint(3, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def logits(model, ids, **kwargs):
+    with torch.no_grad():
+        return model(ids, return_logits=True, **kwargs).logits
+
+
+# ---------------------------------------------------------------- equivalence with RMT
+@pytest.mark.parametrize("family", FAMILIES)
+def test_empty_memory_equals_rmt_and_written_memory_does_not(family):
+    """The first segment reads an empty memory: RMT's logits bit for bit. Later segments read what
+    the first one wrote, so they differ from RMT's."""
+    model = make(family)
+    twin = rmt_twin(model)
+    ids = rand_ids(2, 3 * SEG)
+    armt, rmt = logits(model, ids), logits(twin, ids)
+    assert torch.equal(armt[:, :SEG], rmt[:, :SEG])
+    assert (armt[:, SEG:] - rmt[:, SEG:]).abs().amax(-1).min() > 1e-3  # every later position
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_disabled_or_fresh_associative_memory_equals_rmt(family):
+    """No carrying layer, or the value projections as initialised (zero): RMT at every segment."""
+    ids = rand_ids(2, 3 * SEG + 2)
+    for model in (make(family, options={"layers": []}), make(family, values=0)):
+        twin = rmt_twin(model)
+        assert torch.equal(logits(model, ids), logits(twin, ids))
+        with torch.no_grad():
+            assert torch.equal(model(ids).memory["tokens"], twin(ids).memory)
+
+
+# ---------------------------------------------------------------- the core's guarantees
+@pytest.mark.parametrize("family", FAMILIES)
+def test_padded_batch_equals_each_sample(family):
+    model = make(family, segment_alignment="right")
+    seqs = [rand_ids(n, seed=n) for n in (17, 5, 11)]
+    ids, mask = pad_batch(seqs)
+    width = ids.shape[1]
+    with torch.no_grad():
+        batch = model(ids, attention_mask=mask, return_logits=True)
+        for i, s in enumerate(seqs):
+            single = model(s[None], return_logits=True)
+            torch.testing.assert_close(batch.logits[i, width - len(s) :], single.logits[0], **TOL)
+            for key in ("tokens", "A", "z"):
+                torch.testing.assert_close(batch.memory[key][i], single.memory[key][0], **TOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("depth,reaches_init", [(1, False), (3, False), (4, True), (-1, True)])
+def test_bptt_depth_cuts_exactly_through_the_associative_state(family, depth, reaches_init):
+    """4 segments, loss on the last one: a non-zero initial associative state (A, z) gets a
+    gradient only when the cut keeps the first segment's read (depth >= 4, or full BPTT)."""
+    model = make(family, bptt_depth=depth, segment_checkpointing=False).train()
+    g = torch.Generator().manual_seed(3)
+    n, feats = len(model.memory.layer_ids), model.memory.num_features
+    A0 = (torch.randn(1, n, feats, 32, generator=g) * 0.1).requires_grad_()
+    z0 = torch.rand(1, n, feats, generator=g).requires_grad_()
+    tokens = model.memory.tokens.unsqueeze(0)
+    model.memory.init_state = lambda b: {"tokens": tokens.expand(b, -1, -1), "A": A0, "z": z0}
+    ids = rand_ids(1, 4 * SEG)
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]
+    model(ids, labels=labels).loss.backward()
+    for leaf in (A0, z0):
+        assert (leaf.grad is not None and leaf.grad.abs().sum().item() > 0) == reaches_init
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("depth", [-1, 3])
+def test_checkpointed_gradients_equal_plain(family, depth):
+    ids = rand_ids(2, 7 * SEG - 2)
+    grads = []
+    for ckpt in (False, True):
+        model = make(family, bptt_depth=depth, segment_checkpointing=ckpt).train()
+        model(ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any(".projections." in name and ".query." in name for name in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], **TOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_equals_forward_greedy(family):
+    """Left-padded batch; the new tokens read the associative memory too (with the KV cache)."""
+    model = make(family)
+    seqs = [rand_ids(n, seed=n) for n in (13, 7, 19)]  # last segments of 1 token: room for 4 more
+    ids, mask = pad_batch(seqs)
+    with torch.no_grad():
+        tokens, step_logits = generate_with_logits(model, ids, mask, steps=4)
+        for i, s in enumerate(seqs):
+            ref_tokens, ref_logits = forward_greedy(model, s, 4)
+            torch.testing.assert_close(step_logits[i], ref_logits, **TOL)
+            assert torch.equal(tokens[i], ref_tokens)
+
+
+def test_beam_search_and_the_backbone_alone_after_generation():
+    """Beam search repeats each sample's state; afterwards the backbone alone is unchanged."""
+    model = make("llama")
+    ids = rand_ids(2, 2 * SEG + 1)
+    with torch.no_grad():
+        plain = model.backbone(ids).logits
+        beams = model.generate(ids, max_new_tokens=3, num_beams=2, do_sample=False)
+        assert beams.shape == (2, 3)
+        torch.testing.assert_close(model.backbone(ids).logits, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_load_round_trip(family, tmp_path):
+    model = make(family, options={"layers": [1], "nu": 2})
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["memory_type"] == "armt"
+    assert saved["memory_options"] == {"key_dim": 8, "layers": [1], "nu": 2}
+    ids = rand_ids(1, 3 * SEG)
+    for loaded in (factory.load_model(tmp_path), AutoModelForCausalLM.from_pretrained(tmp_path)):
+        assert isinstance(loaded.memory, AssociativeMemory) and loaded.memory.layer_ids == [1]
+        torch.testing.assert_close(logits(loaded.eval(), ids), logits(model, ids), rtol=0, atol=0)
+    assert factory.memory_summary(model)["memory_layers"] == [1]
+
+
+# ---------------------------------------------------------------- the associative memory itself
+def _pair(seed, *, dim=16, nu=3, hidden=24):
+    g = torch.Generator().manual_seed(seed)
+    k = features(torch.randn(1, 1, dim, generator=g), nu)
+    return k, torch.randn(1, 1, hidden, generator=g)
+
+
+def _empty(k, v):
+    return v.new_zeros(1, k.shape[-1], v.shape[-1]), v.new_zeros(1, k.shape[-1])
+
+
+def test_read_after_write_returns_the_value():
+    """Into an empty memory with either rule; over an overlapping earlier pair with correction."""
+    k, v = _pair(0)
+    other_k, other_v = _pair(1)
+    assert (k * other_k).sum() > 0.05  # the keys overlap: the earlier pair is in the way
+    beta = torch.full((1, 1, 1), 0.999)
+    tol = {"rtol": 0, "atol": 1e-2 * v.abs().max().item()}
+    for correction in (True, False):
+        A, z = associative_write(*_empty(k, v), k, v, beta, correction=correction)
+        torch.testing.assert_close(associative_read(A, z, k), v, **tol)
+    A, z = associative_write(*_empty(k, v), other_k, other_v, beta, correction=True)
+    A, z = associative_write(A, z, k, v, beta, correction=True)
+    torch.testing.assert_close(associative_read(A, z, k), v, **tol)
+
+
+def test_delta_rule_does_not_store_a_pair_twice():
+    """With correction, a second write of the same pair barely changes (A, z); without it, A doubles."""
+    k, v = _pair(2)
+    other_k, other_v = _pair(3)
+    A, z = associative_write(*_empty(k, v), other_k, other_v, torch.ones(1, 1, 1), correction=True)
+    beta = torch.full((1, 1, 1), 0.999)
+    A1, z1 = associative_write(A, z, k, v, beta, correction=True)
+    A2, z2 = associative_write(A1, z1, k, v, beta, correction=True)
+    assert (A2 - A1).norm() < 1e-2 * (A1 - A).norm()
+    assert (z2 - z1).norm() < 1e-2 * (z1 - z).norm()
+    B1, y1 = associative_write(A, z, k, v, beta, correction=False)
+    B2, _ = associative_write(B1, y1, k, v, beta, correction=False)
+    torch.testing.assert_close(B2 - B1, B1 - A)
+
+
+def test_options_are_checked_naming_the_key():
+    bb = tiny_backbone_config("gpt2", vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=2)
+    cases = [
+        ({"layers": [2]}, r"memory_options.layers=\[2\]: the backbone has 2 layers"),
+        ({"nu": 0}, r"memory_options.nu=0 must be an integer >= 1"),
+        ({"feature_map": "elu"}, r"memory_options.feature_map='elu' is not known; use one of dpfp"),
+        ({"keydim": 8}, r"memory_options.keydim: not an ARMT option"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            RMTConfig(backbone_config=bb, memory_type="armt", memory_options=options)
+    config = RMTConfig(backbone_config=bb, memory_type="armt", num_mem_tokens=0)
+    with pytest.raises(ValueError, match="num_mem_tokens >= 1"):
+        RMTForCausalLM(config)
