@@ -160,3 +160,21 @@ def test_cli_returns_the_best_metric_for_sweepers(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         task_function(OmegaConf.create({}))
     assert stop.value.code == 128 + signal.SIGINT
+
+
+def test_armt_trains_and_evaluates_from_one_switch(tmp_path, monkeypatch):
+    """``rmt-train debug=fast memory=armt`` runs end to end, saves an ARMT checkpoint that
+    describes itself, and ``rmt-eval checkpoint=<run>`` reads it with no other flag."""
+    run = tmp_path / "armt"
+    code = main_in_process(
+        monkeypatch, "debug=fast", "memory=armt", f"hydra.run.dir={run}", "trainer.progress_bar=false"
+    )
+    assert code == 0
+    saved = json.loads((resolve_checkpoint(run / "best") / "config.json").read_text())
+    assert saved["memory_type"] == "armt" and saved["memory_options"]["nu"] == 3
+    out_dir = tmp_path / "eval"
+    args = (f"checkpoint={run}", "lengths=[0k]", "samples=4", f"hydra.run.dir={out_dir}",
+            "progress_bar=false")  # fmt: skip
+    assert main_in_process(monkeypatch, *args, cli="rmt-eval") == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert "armt" in json.dumps(results)

@@ -158,6 +158,10 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["optim.scheduler.name=step"], "optim.scheduler.name"),
         (["optim.lr=0"], "optim.lr"),
         (["memory.num_tokens=-1"], "memory.num_tokens"),
+        (["memory.type=assoc"], "memory.type='assoc' is not valid; choose one of tokens, armt"),
+        (["memory=armt", "memory.armt.layers=[2]"], "memory.armt.layers=[2]: the backbone has 2"),
+        (["memory=armt", "memory.armt.nu=0"], "memory.armt.nu=0"),
+        (["memory=armt", "memory.armt.feature_map=elu"], "memory.armt.feature_map='elu'"),
         (["backbone.hidden_size=100", "backbone.num_heads=3"], "backbone.hidden_size"),
     ],
 )

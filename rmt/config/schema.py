@@ -27,7 +27,8 @@ from transformers import AutoConfig
 
 from rmt.errors import ConfigError
 from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
-from rmt.modeling.config import ALIGNMENTS, position_budget_error
+from rmt.modeling.config import ALIGNMENTS, RMTConfig, position_budget_error
+from rmt.modeling.memory import MECHANISMS
 from rmt.run import CheckpointError, check_fresh_run_dir
 from rmt.tasks import TASKS
 from rmt.tasks.base import task_class
@@ -70,10 +71,48 @@ class LoraConfig:
 
 
 @dataclass
+class ArmtConfig:
+    """ARMT's associative memory (``memory.type=armt``; ``rmt.modeling.memory.armt``)."""
+
+    key_dim: int = 64  # query/key size before the feature map
+    feature_map: str = "dpfp"  # dpfp (deterministic parameter-free projection)
+    nu: int = 3  # DPFP's rolls: 2 * nu * key_dim features per key
+    layers: list[int] | None = None  # decoder layers with associative memory; null = all
+    correction: bool = True  # delta rule: store only what the memory does not return yet
+
+
+@dataclass
 class MemoryConfig:
+    """The memory mechanism; its own options live under ``memory.<type>`` (e.g. ``memory.armt``)."""
+
+    type: str = "tokens"  # a name in rmt.modeling.memory.MECHANISMS: tokens (RMT) | armt (ARMT)
     num_tokens: int = 10  # memory tokens read and written per segment; 0 = plain segmented LM
     freeze_backbone: bool = False  # train only memory embeddings (and LoRA if enabled)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    armt: ArmtConfig = field(default_factory=ArmtConfig)
+
+
+def memory_kwargs(mem: DictConfig) -> dict:
+    """The ``RMTConfig`` fields of the ``memory`` group: the mechanism, its options (the node
+    ``memory.<type>``, if any), tokens, freezing and LoRA."""
+    options = mem.get(mem.type)
+    lora = mem.lora
+    return {
+        "memory_type": mem.type,
+        "memory_options": None if options is None else OmegaConf.to_container(options),
+        "num_mem_tokens": mem.num_tokens,
+        "freeze_backbone": mem.freeze_backbone,
+        "lora": (
+            {
+                "r": lora.r,
+                "alpha": lora.alpha,
+                "dropout": lora.dropout,
+                "target_modules": list(lora.target_modules) if lora.target_modules else None,
+            }
+            if lora.enabled
+            else None
+        ),
+    }
 
 
 @dataclass
@@ -235,6 +274,20 @@ def _check_choice(value: Any, key: str, choices: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(choices)}.")
 
 
+def _check_memory_mechanism(cfg: DictConfig) -> None:
+    """``memory.type`` is a registered mechanism and its options suit it (the registry is the
+    source of the valid names and of each mechanism's rules)."""
+    mem = cfg.memory
+    _check_choice(mem.type, "memory.type", tuple(MECHANISMS))
+    mechanism = MECHANISMS[mem.type]
+    options = memory_kwargs(mem)["memory_options"] or {}
+    layers = cfg.backbone.num_layers if cfg.backbone.pretrained is None else None
+    try:
+        mechanism.check_options(options, num_layers=layers, prefix=f"memory.{mem.type}.")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
     """Check cross-field rules before any compute; raise :class:`ConfigError` naming the fix.
 
@@ -279,6 +332,7 @@ def _check_model(cfg: DictConfig) -> None:
         )
     if mem.lora.enabled and mem.lora.r < 1:
         raise ConfigError(f"memory.lora.r={mem.lora.r} must be >= 1 when LoRA is enabled.")
+    _check_memory_mechanism(cfg)
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -346,8 +400,9 @@ def _check_bptt(cfg: DictConfig) -> None:
 def _check_positions(cfg: DictConfig) -> None:
     bb, seg, mem = cfg.backbone, cfg.segment, cfg.memory
     error = position_budget_error(
-        segment_size=seg.size, extra=2 * mem.num_tokens, limit=_positions_limit(cfg),
-        segment_key="segment.size", extra_key="2*memory.num_tokens",
+        segment_size=seg.size, limit=_positions_limit(cfg),
+        extra=MECHANISMS[mem.type].extra_positions(RMTConfig(**memory_kwargs(mem))),
+        segment_key="segment.size", extra_key="memory positions",
         hint=", or raise backbone.max_positions" if bb.pretrained is None else "",
     )  # fmt: skip
     if error:

@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from rmt.config.schema import memory_kwargs
 from rmt.modeling.backbones import load_backbone, tiny_backbone_config
 from rmt.modeling.factory import build_model as build_rmt
 from rmt.tasks.babilong.tokenizer import load_tokenizer
@@ -27,24 +28,12 @@ def build_tokenizer(cfg: DictConfig):
 
 def rmt_kwargs(cfg: DictConfig) -> dict:
     """RMT model settings (``RMTConfig`` fields) from the memory/segment/bptt groups."""
-    lora = cfg.memory.lora
     return {
-        "num_mem_tokens": cfg.memory.num_tokens,
+        **memory_kwargs(cfg.memory),
         "segment_size": cfg.segment.size,
         "segment_alignment": cfg.segment.alignment,
         "bptt_depth": cfg.bptt.depth,
         "segment_checkpointing": cfg.segment.checkpointing,
-        "freeze_backbone": cfg.memory.freeze_backbone,
-        "lora": (
-            {
-                "r": lora.r,
-                "alpha": lora.alpha,
-                "dropout": lora.dropout,
-                "target_modules": list(lora.target_modules) if lora.target_modules else None,
-            }
-            if lora.enabled
-            else None
-        ),
     }
 
 
