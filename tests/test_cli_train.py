@@ -167,7 +167,11 @@ def test_armt_trains_and_evaluates_from_one_switch(tmp_path, monkeypatch):
     describes itself, and ``rmt-eval checkpoint=<run>`` reads it with no other flag."""
     run = tmp_path / "armt"
     code = main_in_process(
-        monkeypatch, "debug=fast", "memory=armt", f"hydra.run.dir={run}", "trainer.progress_bar=false"
+        monkeypatch,
+        "debug=fast",
+        "memory=armt",
+        f"hydra.run.dir={run}",
+        "trainer.progress_bar=false",
     )
     assert code == 0
     saved = json.loads((resolve_checkpoint(run / "best") / "config.json").read_text())

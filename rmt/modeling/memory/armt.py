@@ -123,11 +123,17 @@ class AssociativeMemory(TokenMemory):
                 "(memory.num_tokens)."
             )
         super().__init__(hidden_size=hidden_size, num_tokens=num_tokens, dtype=dtype, device=device)
-        self.key_dim, self.feature_map, self.nu, self.correction = key_dim, feature_map, nu, correction
+        self.key_dim, self.feature_map, self.nu, self.correction = (
+            key_dim,
+            feature_map,
+            nu,
+            correction,
+        )
         self.layer_ids = list(range(num_layers)) if layers is None else list(layers)
         self.num_features = 2 * nu * key_dim
         self.projections = nn.ModuleList(
-            _LayerProjections(hidden_size, key_dim, dtype=dtype, device=device) for _ in self.layer_ids
+            _LayerProjections(hidden_size, key_dim, dtype=dtype, device=device)
+            for _ in self.layer_ids
         )
         self._session: _Session | None = None
 
@@ -144,7 +150,9 @@ class AssociativeMemory(TokenMemory):
         known = {"key_dim", "feature_map", "nu", "layers", "correction"}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(f"{prefix}{unknown[0]}: not an ARMT option; use {', '.join(sorted(known))}.")
+            raise ValueError(
+                f"{prefix}{unknown[0]}: not an ARMT option; use {', '.join(sorted(known))}."
+            )
         for key in ("key_dim", "nu"):
             value = options.get(key, 1)
             if not isinstance(value, int) or value < 1:
@@ -200,7 +208,11 @@ class AssociativeMemory(TokenMemory):
     def _state_for(self, tensor: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """`tensor` [B, ...] per row of `hidden`: generate's beam search repeats each sample."""
         rows = hidden.shape[0]
-        return tensor if tensor.shape[0] == rows else tensor.repeat_interleave(rows // tensor.shape[0], 0)
+        return (
+            tensor
+            if tensor.shape[0] == rows
+            else tensor.repeat_interleave(rows // tensor.shape[0], 0)
+        )
 
     def _read_hook(self, slot: int, layer, args, kwargs):
         if self._session is None:
