@@ -350,19 +350,20 @@ def to_markdown(result: dict) -> str:
     mem = "peak RSS MiB" if result["device"] == "cpu" else "peak alloc MiB"
     if result["benchmark"] == "train_step":
         head = (
-            f"| segments | checkpointing | tokens/step | step s (wall) | tokens/s (wall) "
+            f"| memory | segments | checkpointing | tokens/step | step s (wall) | tokens/s (wall) "
             f"| step s (CPU) | tokens/s (CPU) | {mem} | above setup MiB |"
         )
-        rows = [head, "|" + "---|" * 9]
+        rows = [head, "|" + "---|" * 10]
         for p in result["points"]:
+            where = (
+                f"| {p.get('memory', 'rmt')} | {p['segments']} | "
+                f"{'on' if p['checkpointing'] else 'off'} | "
+            )
             if p.get("status") != "ok":
-                rows.append(
-                    f"| {p['segments']} | {'on' if p['checkpointing'] else 'off'} | "
-                    f"{p.get('status')}: {p.get('reason', '')} ||||||| "
-                )
+                rows.append(f"{where}{p.get('status')}: {p.get('reason', '')} ||||||| ")
                 continue
             rows.append(
-                f"| {p['segments']} | {'on' if p['checkpointing'] else 'off'} | "
+                f"{where}"
                 f"{p['tokens_per_step']} | {_fmt(p['step_s'], 3)} | {_fmt(p['tokens_per_s'])} | "
                 f"{_fmt(p.get('cpu_s'), 3)} | {_fmt(p.get('cpu_tokens_per_s'))} | {_fmt(p['peak_mb'])} | "
                 f"{_fmt(p['peak_over_base_mb'])} |"

@@ -7,10 +7,12 @@ process so that its peak memory (RSS on CPU, `max_memory_allocated` on CUDA) is 
 
     python scripts/bench_train.py --backbone tiny
     python scripts/bench_train.py --backbone gpt2-small --segments 1,2,4,8 --steps 1
+    python scripts/bench_train.py --memory rmt,armt --segments 2,8   # ARMT's step time over RMT's
 
-Prints one JSON document and writes `<out>/train_<backbone>_<device>.{json,png}`.
+Prints one JSON document and writes `<out>/train_<backbone>_<device>[_<memories>].{json,png}`.
 Targets (issue 6): with checkpointing, peak(32 segments) <= 1.3 x peak(2 segments), and
-tokens/s within 1.4x of the non-checkpointed path.
+tokens/s within 1.4x of the non-checkpointed path (both on the first --memory). Issue 16: an ARMT
+step takes at most 1.5x an RMT step with the same backbone and memory tokens.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import bench_common as bc  # noqa: E402
 
 MEMORY_TARGET = 1.3  # peak(32 segments) / peak(2 segments), with checkpointing
 SPEED_TARGET = 1.4  # tokens/s without checkpointing / tokens/s with it
+ARMT_TARGET = 1.5  # ARMT step time / RMT step time
+MEMORIES = {"rmt": "tokens", "armt": "armt"}  # --memory name -> RMTConfig.memory_type
 
 
 def measure(p: dict) -> dict:
@@ -49,6 +53,7 @@ def measure(p: dict) -> dict:
         num_mem_tokens=mem,
         segment_size=seg,
         segment_checkpointing=p["checkpointing"],
+        memory_type=MEMORIES[p["memory"]],
     )
     model = RMTForCausalLM(config).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -84,6 +89,7 @@ def measure(p: dict) -> dict:
     tokens = p["batch_size"] * length
     result = {
         "status": "ok",
+        "memory": p["memory"],
         "segments": p["segments"],
         "checkpointing": p["checkpointing"],
         "tokens_per_step": tokens,
@@ -108,9 +114,14 @@ def measure(p: dict) -> dict:
 
 
 def check_targets(points: list[dict]) -> dict:
-    """Evaluate the issue's targets on what was measured; say 'not measured' when points are missing."""
-    ok = {(p["checkpointing"], p["segments"]): p for p in points if p.get("status") == "ok"}
-    targets: dict = {}
+    """Evaluate the issues' targets on what was measured; say 'not measured' when points are missing."""
+    first = points[0].get("memory", "rmt") if points else "rmt"
+    ok = {
+        (p["checkpointing"], p["segments"]): p
+        for p in points
+        if p.get("status") == "ok" and p.get("memory", "rmt") == first
+    }
+    targets: dict = {"armt_over_rmt_step_time": armt_target(points)}
     lo, hi = ok.get((True, 2)), ok.get((True, 32))
     if lo and hi:
         ratio = hi["peak_mb"] / lo["peak_mb"]
@@ -150,6 +161,32 @@ def check_targets(points: list[dict]) -> dict:
     return targets
 
 
+def armt_target(points: list[dict]) -> dict:
+    """ARMT's step time over RMT's at each (checkpointing, segments) measured for both."""
+    ok = {
+        (p.get("memory", "rmt"), p["checkpointing"], p["segments"]): p
+        for p in points
+        if p.get("status") == "ok"
+    }
+    wall, cpu = {}, {}
+    for (memory, ckpt, n), point in ok.items():
+        rmt = ok.get(("rmt", ckpt, n))
+        if memory == "armt" and rmt:
+            key = f"{n} segments, checkpointing {'on' if ckpt else 'off'}"
+            wall[key] = round(point["step_s"] / rmt["step_s"], 3)
+            cpu[key] = round(point["cpu_s"] / rmt["cpu_s"], 3)
+    if not wall:
+        return {"met": None, "reason": "needs --memory rmt,armt"}
+    return {
+        "by_point": wall,
+        "worst": max(wall.values()),
+        "by_point_cpu_time": cpu,
+        "worst_cpu_time": max(cpu.values()),
+        "target": ARMT_TARGET,
+        "met": max(wall.values()) <= ARMT_TARGET,
+    }
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -157,14 +194,21 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
-    for ckpt, style in ((False, "o-"), (True, "s--")):
+    memories = sorted({p.get("memory", "rmt") for p in result["points"]})
+    styles = iter(["o-", "s--", "^-", "v--"])
+    for memory, ckpt in [(m, c) for m in memories for c in (False, True)]:
+        style = next(styles)
         pts = [
-            p for p in result["points"] if p.get("status") == "ok" and p["checkpointing"] == ckpt
+            p
+            for p in result["points"]
+            if p.get("status") == "ok"
+            and p["checkpointing"] == ckpt
+            and p.get("memory", "rmt") == memory
         ]
         if not pts:
             continue
         xs = [p["segments"] for p in pts]
-        label = "segment checkpointing" if ckpt else "no checkpointing"
+        label = f"{memory}, " + ("segment checkpointing" if ckpt else "no checkpointing")
         ax_speed.plot(xs, [p["tokens_per_s"] for p in pts], style, label=label)
         ax_mem.plot(xs, [p["peak_mb"] for p in pts], style, label=label)
     mem_name = "peak RSS" if result["device"] == "cpu" else "peak allocated"
@@ -191,6 +235,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--backbone", default="tiny", choices=sorted(bc.PRESETS))
     ap.add_argument("--segments", default="1,2,4,8,16,32", help="segment counts to measure")
     ap.add_argument("--checkpointing", default="both", choices=["both", "on", "off"])
+    ap.add_argument("--memory", default="rmt", help="memory mechanisms to measure: rmt, armt")
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per point")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     ap.add_argument("--batch-size", type=int, default=1)
@@ -223,6 +268,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.steps, args.warmup = 1, 1
         args.segment_size = args.segment_size or 16
         args.mem_tokens = args.mem_tokens if args.mem_tokens is not None else 4
+    unknown = set(args.memory.split(",")) - set(MEMORIES)
+    if unknown or not args.memory:
+        raise SystemExit(f"--memory: use names from {', '.join(MEMORIES)} (got {args.memory!r})")
     for name in ("steps", "batch_size", "answer_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
@@ -258,11 +306,14 @@ def main(argv=None) -> dict:
         "optimizer": "AdamW",
         "memory_fraction": args.memory_fraction,
     }
+    memories = args.memory.split(",")
+    settings["memories"] = memories
     points = []
-    for ckpt in modes:
+    for memory, ckpt in [(m, c) for m in memories for c in modes]:
         done: list[dict] = []
         for n in bc.parse_int_list(args.segments, "segments"):
             params = {
+                "memory": memory,
                 "device": device,
                 "backbone": args.backbone,
                 "segments": n,
@@ -282,21 +333,26 @@ def main(argv=None) -> dict:
             if predicted is not None and predicted > budget:
                 point = {
                     "status": "skipped",
+                    "memory": memory,
                     "segments": n,
                     "checkpointing": ckpt,
                     "reason": f"predicted peak {predicted:.0f} MiB > memory budget {budget:.0f} MiB",
                 }
             else:
                 point = bc.run_point(script, measure, params, isolation, args.timeout)
+                point.setdefault("memory", memory)
                 point.setdefault("segments", n)
                 point.setdefault("checkpointing", ckpt)
-            bc.log(f"[bench_train] checkpointing={ckpt} segments={n}: {json.dumps(point)}")
+            bc.log(
+                f"[bench_train] memory={memory} checkpointing={ckpt} segments={n}: {json.dumps(point)}"
+            )
             points.append(point)
             done.append(point)
     return bc.finish(
         script="scripts/bench_train.py",
         benchmark="train_step",
-        stem=f"train_{args.backbone}_{device}",
+        stem=f"train_{args.backbone}_{device}"
+        + ("" if memories == ["rmt"] else f"_{'-'.join(memories)}"),
         args=args,
         preset=preset,
         device=device,
