@@ -22,6 +22,7 @@ from rmt.modeling.memory.armt import (
     AssociativeMemory,
     associative_read,
     associative_write,
+    dpfp,
     features,
 )
 
@@ -103,27 +104,34 @@ def test_padded_batch_equals_each_sample(family):
         for i, s in enumerate(seqs):
             single = model(s[None], return_logits=True)
             torch.testing.assert_close(batch.logits[i, width - len(s) :], single.logits[0], **TOL)
-            for key in ("tokens", "A", "z"):
-                torch.testing.assert_close(batch.memory[key][i], single.memory[key][0], **TOL)
+            torch.testing.assert_close(batch.memory["tokens"][i], single.memory["tokens"][0], **TOL)
+            for got, want in zip(
+                batch.memory["associative"], single.memory["associative"], strict=True
+            ):
+                torch.testing.assert_close(got[i], want[0], **TOL)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("depth,reaches_init", [(1, False), (3, False), (4, True), (-1, True)])
 def test_bptt_depth_cuts_exactly_through_the_associative_state(family, depth, reaches_init):
-    """4 segments, loss on the last one: a non-zero initial associative state (A, z) gets a
-    gradient only when the cut keeps the first segment's read (depth >= 4, or full BPTT)."""
+    """4 segments, loss on the last one: a non-zero initial associative state [A | z] of each
+    layer gets a gradient only when the cut keeps the first segment's read (depth >= 4, or full
+    BPTT)."""
     model = make(family, bptt_depth=depth, segment_checkpointing=False).train()
     g = torch.Generator().manual_seed(3)
-    n, feats = len(model.memory.layer_ids), model.memory.num_features
-    A0 = (torch.randn(1, n, feats, 32, generator=g) * 0.1).requires_grad_()
-    z0 = torch.rand(1, n, feats, generator=g).requires_grad_()
+    feats = model.memory.num_features
+    leaves = tuple(
+        torch.cat([torch.randn(1, feats, 32, generator=g) * 0.1, torch.rand(1, feats, 1, generator=g)], -1)
+        .requires_grad_()
+        for _ in model.memory.layer_ids
+    )  # fmt: skip
     tokens = model.memory.tokens.unsqueeze(0)
-    model.memory.init_state = lambda b: {"tokens": tokens.expand(b, -1, -1), "A": A0, "z": z0}
+    model.memory.init_state = lambda b: {"tokens": tokens.expand(b, -1, -1), "associative": leaves}
     ids = rand_ids(1, 4 * SEG)
     labels = torch.full_like(ids, -100)
     labels[0, -2:] = ids[0, -2:]
     model(ids, labels=labels).loss.backward()
-    for leaf in (A0, z0):
+    for leaf in leaves:
         assert (leaf.grad is not None and leaf.grad.abs().sum().item() > 0) == reaches_init
 
 
@@ -189,7 +197,7 @@ def _pair(seed, *, dim=16, nu=3, hidden=24):
 
 
 def _empty(k, v):
-    return v.new_zeros(1, k.shape[-1], v.shape[-1]), v.new_zeros(1, k.shape[-1])
+    return v.new_zeros(1, k.shape[-1], v.shape[-1] + 1)
 
 
 def test_read_after_write_returns_the_value():
@@ -200,26 +208,37 @@ def test_read_after_write_returns_the_value():
     beta = torch.full((1, 1, 1), 0.999)
     tol = {"rtol": 0, "atol": 1e-2 * v.abs().max().item()}
     for correction in (True, False):
-        A, z = associative_write(*_empty(k, v), k, v, beta, correction=correction)
-        torch.testing.assert_close(associative_read(A, z, k), v, **tol)
-    A, z = associative_write(*_empty(k, v), other_k, other_v, beta, correction=True)
-    A, z = associative_write(A, z, k, v, beta, correction=True)
-    torch.testing.assert_close(associative_read(A, z, k), v, **tol)
+        memory = associative_write(_empty(k, v), k, v, beta, correction=correction)
+        torch.testing.assert_close(associative_read(memory, k), v, **tol)
+    memory = associative_write(_empty(k, v), other_k, other_v, beta, correction=True)
+    memory = associative_write(memory, k, v, beta, correction=True)
+    torch.testing.assert_close(associative_read(memory, k), v, **tol)
 
 
 def test_delta_rule_does_not_store_a_pair_twice():
-    """With correction, a second write of the same pair barely changes (A, z); without it, A doubles."""
+    """With correction, a second write of the same pair barely changes [A | z]; without it, the
+    pair is added again."""
     k, v = _pair(2)
     other_k, other_v = _pair(3)
-    A, z = associative_write(*_empty(k, v), other_k, other_v, torch.ones(1, 1, 1), correction=True)
+    start = associative_write(_empty(k, v), other_k, other_v, torch.ones(1, 1, 1), correction=True)
     beta = torch.full((1, 1, 1), 0.999)
-    A1, z1 = associative_write(A, z, k, v, beta, correction=True)
-    A2, z2 = associative_write(A1, z1, k, v, beta, correction=True)
-    assert (A2 - A1).norm() < 1e-2 * (A1 - A).norm()
-    assert (z2 - z1).norm() < 1e-2 * (z1 - z).norm()
-    B1, y1 = associative_write(A, z, k, v, beta, correction=False)
-    B2, _ = associative_write(B1, y1, k, v, beta, correction=False)
-    torch.testing.assert_close(B2 - B1, B1 - A)
+    once = associative_write(start, k, v, beta, correction=True)
+    twice = associative_write(once, k, v, beta, correction=True)
+    assert (twice - once).norm() < 1e-2 * (once - start).norm()
+    assert (twice - once)[..., -1].norm() < 1e-2 * (once - start)[..., -1].norm()  # z alone
+    plain_once = associative_write(start, k, v, beta, correction=False)
+    plain_twice = associative_write(plain_once, k, v, beta, correction=False)
+    torch.testing.assert_close(plain_twice - plain_once, plain_once - start)
+
+
+def test_dpfp_is_the_paper_feature_map():
+    """Products of r = [relu(x), relu(-x)] with its rolls by 1..nu (in some fixed order)."""
+    x = torch.randn(3, 5, 8)
+    r = torch.cat([x.relu(), (-x).relu()], -1)
+    want = torch.cat([r * r.roll(j, dims=-1) for j in range(1, 4)], -1)
+    got = dpfp(x, 3)
+    assert got.shape == want.shape == (3, 5, 48)
+    torch.testing.assert_close(got.sort(-1).values, want.sort(-1).values, rtol=0, atol=0)
 
 
 def test_options_are_checked_naming_the_key():

@@ -24,7 +24,7 @@ def quick_runs(tmp_path_factory):
     """Both scripts at once, each point in a forked child (the default on CPU), as users run them."""
     out = tmp_path_factory.mktemp("bench")
     cmds = {
-        "train": [SCRIPTS / "bench_train.py", "--segments", "1,2"],
+        "train": [SCRIPTS / "bench_train.py", "--segments", "1,2", "--memory", "rmt,armt"],
         "infer": [SCRIPTS / "bench_infer.py", "--lengths", "64,256"],
     }
     common = ["--quick", "--isolate", "fork", "--device", "cpu", "--threads", "1", "--out", out]
@@ -52,9 +52,9 @@ def test_train_quick_reports_points_targets_and_plot(quick_runs):
     assert {"cpu", "logical_cpus", "torch_threads"} <= set(res["machine"])
     assert res["machine"]["torch_threads"] == 1
     points = res["points"]
-    assert [(p["checkpointing"], p["segments"]) for p in points] == [
-        (False, 1), (False, 2), (True, 1), (True, 2),
-    ]  # fmt: skip
+    assert [(p["memory"], p["checkpointing"], p["segments"]) for p in points] == [
+        (memory, ckpt, n) for memory in ("rmt", "armt") for ckpt in (False, True) for n in (1, 2)
+    ]
     for p in points:
         assert p["status"] == "ok"
         assert p["tokens_per_step"] == p["segments"] * res["settings"]["segment_size"]
@@ -62,9 +62,11 @@ def test_train_quick_reports_points_targets_and_plot(quick_runs):
     # only 1 and 2 segments: the memory target cannot be judged, the speed one can
     assert res["targets"]["memory_32_over_2_checkpointed"]["met"] is None
     assert set(res["targets"]["throughput_slowdown_checkpointed"]["by_segments"]) == {"2"}
-    saved = json.loads((out / "train_tiny_cpu.json").read_text())
+    armt = res["targets"]["armt_over_rmt_step_time"]  # every point measured for both memories
+    assert len(armt["by_point"]) == 4 and armt["worst"] == max(armt["by_point"].values())
+    saved = json.loads((out / "train_tiny_cpu_rmt-armt.json").read_text())
     assert saved["points"] == points
-    assert (out / "train_tiny_cpu.png").stat().st_size > 0
+    assert (out / "train_tiny_cpu_rmt-armt.png").stat().st_size > 0
     table = bc.to_markdown(res).splitlines()
     assert len(table) == 2 + len(points) and "tokens/s (wall)" in table[0]
 

@@ -2,17 +2,19 @@
 2024, arXiv 2407.04841), written for rmt's memory-mechanism interface.
 
 Memory tokens work exactly as in `TokenMemory` (read before the segment, written after it). On top,
-every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z_l [F], per sample:
+every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z_l [F], per sample
+(stored together as one [F, H + 1] matrix, z_l its last column, so a read is one matrix product):
 
 - read: the input h of layer l (every token) gets A_l^T f(W_q h) / (z_l^T f(W_q h) + eps) added,
-  where f is a feature map of the query (DPFP with `nu`, normalised to unit length). An empty
-  memory (A = 0) reads exactly 0, so the first segment is RMT's segment bit for bit;
+  where f is DPFP with `nu` (the paper normalises f(q) to unit length first; that changes only
+  where eps sits, so it is left out). An empty memory (A = 0) reads exactly 0, so the first segment
+  is RMT's segment bit for bit;
 - write, after the segment: each write-memory token's output h of layer l gives a key k = f(W_k h),
   a value v = W_v h and a gate beta = sigmoid(W_b h). With correction (the delta rule) z_l grows only
   by the part of k that is new, z_l += clip(1 - z_l^T k, 0, 1) k, and the stored value is v minus what
   A_l already returns for k, scaled to the new denominator: A_l += k (beta (max(z_l^T k, 1) v -
   A_l^T k))^T, so that reading k right after returns v exactly (beta = 1) and a pair written twice is
-  stored once. (The paper's code subtracts the normalised read instead, which leaves a residue when
+  stored once (keys have unit length). (The paper's code subtracts the normalised read instead, which leaves a residue when
   other keys overlap k.) Without correction, A_l += k (beta v)^T and z_l += k (linear attention).
 
 W_v starts at zero, as in the paper's code: a fresh model computes exactly what RMT computes with the
@@ -43,37 +45,44 @@ EPS = 1e-5  # in the read's denominator: an empty memory (z = 0) reads 0, not 0/
 
 def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
     """Deterministic parameter-free projection (Schlag et al., 2021): [..., d] -> [..., 2*nu*d],
-    non-negative, so that z^T f(q) > 0 wherever a stored key overlaps the query."""
-    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
-    rolled = torch.cat([x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
-    return x.repeat(*([1] * (x.dim() - 1)), nu) * rolled
+    non-negative, so that z^T f(q) > 0 wherever a stored key overlaps the query.
+
+    With r = [relu(x), relu(-x)] (length 2d), the features are r_i * r_{i-j} (indices mod 2d) for
+    j = 1..nu: windows of r extended by its last nu entries, taken as views, times r.
+    """
+    r = torch.cat([x, -x], dim=-1).relu()
+    width = r.shape[-1]
+    rolls = torch.cat([r[..., width - nu :], r], dim=-1).unfold(-1, width, 1)[..., :nu, :]
+    return (rolls * r.unsqueeze(-2)).flatten(-2)
 
 
 def features(x: torch.Tensor, nu: int) -> torch.Tensor:
-    """Unit-length DPFP features: a stored key read back with itself has weight exactly 1."""
+    """Unit-length DPFP features (keys): a stored key read back with itself has weight exactly 1."""
     return F.normalize(dpfp(x, nu), dim=-1)
 
 
-def associative_read(A: torch.Tensor, z: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """What `A` [B, F, H] with normaliser `z` [B, F] returns for features `phi` [B, T, F]: [B, T, H]."""
-    return (phi @ A) / ((phi @ z.unsqueeze(-1)) + EPS)
+def associative_read(memory: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """What `memory` [B, F, H + 1] = [A | z] returns for features `phi` [B, T, F]: [B, T, H]."""
+    out = phi @ memory
+    return out[..., :-1] / (out[..., -1:] + EPS)
 
 
-def associative_write(A, z, k, v, beta, *, correction: bool):
-    """(A, z) after writing keys `k` [B, M, F] (unit length), values `v` [B, M, H] with gates
-    `beta` [B, M, 1], all M at once against the memory before the write.
+def associative_write(memory, k, v, beta, *, correction: bool) -> torch.Tensor:
+    """`memory` [B, F, H + 1] = [A | z] after writing keys `k` [B, M, F] (unit length), values `v`
+    [B, M, H] with gates `beta` [B, M, 1], all M at once against the memory before the write.
 
     With correction, z grows by gamma k, gamma = clip(1 - z^T k, 0, 1), so the read's denominator
     for k becomes d = max(z^T k, 1); the value stored is d v - A^T k, so that reading k afterwards
     returns exactly v (beta = 1) and writing the same pair again stores nothing.
     """
     if correction:
-        overlap = k @ z.unsqueeze(-1)  # [B, M, 1] z^T k, how much of k z already holds
+        old = k @ memory  # [B, M, H + 1]: A^T k and z^T k (how much of k z already holds)
+        overlap = old[..., -1:]
         gamma = (1 - overlap).clamp(0, 1)
-        v = overlap.clamp(min=1) * v - k @ A  # subtract what A already returns for k
+        v = overlap.clamp(min=1) * v - old[..., :-1]  # subtract what A already returns for k
     else:
-        gamma = 1
-    return A + k.transpose(1, 2) @ (beta * v), z + (gamma * k).sum(1)
+        gamma = torch.ones_like(beta)
+    return memory + k.transpose(1, 2) @ torch.cat([beta * v, gamma], dim=-1)
 
 
 class _LayerProjections(nn.Module):
@@ -91,14 +100,14 @@ class _LayerProjections(nn.Module):
 class _Session:
     """The associative state read during one backbone call, and the write-memory outputs it leaves."""
 
-    def __init__(self, A: torch.Tensor, z: torch.Tensor) -> None:
-        self.A, self.z = A, z  # [B, n, F, H], [B, n, F]
-        self.written: list[torch.Tensor | None] = [None] * A.shape[1]
+    def __init__(self, memories: tuple[torch.Tensor, ...]) -> None:
+        self.memories = memories  # per carrying layer, [B, F, H + 1]
+        self.written: list[torch.Tensor | None] = [None] * len(memories)
 
 
 class AssociativeMemory(TokenMemory):
-    """State: {"tokens": [B, M, H], "A": [B, n, F, H], "z": [B, n, F]} for the n carrying layers,
-    F = 2 * nu * key_dim features."""
+    """State: {"tokens": [B, M, H], "associative": ([B, F, H + 1], ...)}, one [A | z] per carrying
+    layer, F = 2 * nu * key_dim features."""
 
     def __init__(
         self,
@@ -199,29 +208,21 @@ class AssociativeMemory(TokenMemory):
 
     @contextlib.contextmanager
     def reading(self, state):
-        self._session = _Session(state["A"], state["z"])
+        self._session = _Session(state["associative"])
         try:
             yield
         finally:
             self._session = None
 
-    def _state_for(self, tensor: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """`tensor` [B, ...] per row of `hidden`: generate's beam search repeats each sample."""
-        rows = hidden.shape[0]
-        return (
-            tensor
-            if tensor.shape[0] == rows
-            else tensor.repeat_interleave(rows // tensor.shape[0], 0)
-        )
-
     def _read_hook(self, slot: int, layer, args, kwargs):
         if self._session is None:
             return None  # the backbone called on its own
         hidden = args[0] if args else kwargs["hidden_states"]
-        phi = features(self.projections[slot].query(hidden), self.nu)
-        A = self._state_for(self._session.A[:, slot], hidden)
-        z = self._state_for(self._session.z[:, slot], hidden)
-        hidden = hidden + associative_read(A.to(phi.dtype), z.to(phi.dtype), phi).to(hidden.dtype)
+        memory = self._session.memories[slot]
+        if memory.shape[0] != hidden.shape[0]:  # generate's beam search repeats each sample
+            memory = memory.repeat_interleave(hidden.shape[0] // memory.shape[0], 0)
+        phi = dpfp(self.projections[slot].query(hidden), self.nu)
+        hidden = hidden + associative_read(memory.to(phi.dtype), phi).to(hidden.dtype)
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
@@ -234,32 +235,27 @@ class AssociativeMemory(TokenMemory):
     # ------------------------------------------------------------------ the recurrence
     def init_state(self, batch_size: int) -> dict:
         tokens = super().init_state(batch_size)
-        n, feats, hidden = len(self.layer_ids), self.num_features, tokens.shape[-1]
+        shape = (batch_size, self.num_features, tokens.shape[-1] + 1)
         return {
             "tokens": tokens,
-            "A": tokens.new_zeros(batch_size, n, feats, hidden),
-            "z": tokens.new_zeros(batch_size, n, feats),
+            "associative": tuple(tokens.new_zeros(shape) for _ in self.layer_ids),
         }
 
     def wrap(self, state, embeds, mask) -> SegmentInputs:
         return super().wrap(state["tokens"], embeds, mask)
 
     def update(self, state, outputs, inputs: SegmentInputs) -> dict:
-        A, z = [], []
-        for slot, proj in enumerate(self.projections):
-            mem = self._session.written[slot]  # [B, M, H] write-memory outputs of this layer
+        memories = []
+        for proj, memory, mem in zip(
+            self.projections, state["associative"], self._session.written, strict=True
+        ):  # mem: [B, M, H] write-memory outputs of this layer
             k = features(proj.key(mem), self.nu)
             v, beta = proj.value(mem), torch.sigmoid(proj.gate(mem))
-            a, b = associative_write(
-                state["A"][:, slot].to(k.dtype), state["z"][:, slot].to(k.dtype), k, v, beta,
-                correction=self.correction,
-            )  # fmt: skip
-            A.append(a)
-            z.append(b)
+            memories.append(
+                associative_write(memory.to(k.dtype), k, v, beta, correction=self.correction)
+            )
         tokens = super().update(state["tokens"], outputs, inputs)
-        if not A:  # no carrying layer: memory tokens only
-            return {"tokens": tokens, "A": state["A"], "z": state["z"]}
-        return {"tokens": tokens, "A": torch.stack(A, 1), "z": torch.stack(z, 1)}
+        return {"tokens": tokens, "associative": tuple(memories)}
 
     def prepare_generation(self, state, embeds, mask):
         return super().prepare_generation(state["tokens"], embeds, mask)
