@@ -68,8 +68,8 @@ def associative_read(memory: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
 
 
 def associative_write(memory, k, v, beta, *, correction: bool) -> torch.Tensor:
-    """`memory` [B, F, H + 1] = [A | z] after writing keys `k` [B, M, F] (unit length), values `v`
-    [B, M, H] with gates `beta` [B, M, 1], all M at once against the memory before the write.
+    """`memory` [..., F, H + 1] = [A | z] after writing keys `k` [..., M, F] (unit length), values
+    `v` [..., M, H] with gates `beta` [..., M, 1], all M at once against the memory before the write.
 
     With correction, z grows by gamma k, gamma = clip(1 - z^T k, 0, 1), so the read's denominator
     for k becomes d = max(z^T k, 1); the value stored is d v - A^T k, so that reading k afterwards
@@ -82,19 +82,7 @@ def associative_write(memory, k, v, beta, *, correction: bool) -> torch.Tensor:
         v = overlap.clamp(min=1) * v - old[..., :-1]  # subtract what A already returns for k
     else:
         gamma = torch.ones_like(beta)
-    return memory + k.transpose(1, 2) @ torch.cat([beta * v, gamma], dim=-1)
-
-
-class _LayerProjections(nn.Module):
-    """The learned projections of one carrying layer: query, key, value, gate."""
-
-    def __init__(self, hidden_size: int, key_dim: int, dtype=None, device=None) -> None:
-        super().__init__()
-        kw = {"dtype": dtype, "device": device}
-        self.query = nn.Linear(hidden_size, key_dim, bias=False, **kw)
-        self.key = nn.Linear(hidden_size, key_dim, bias=False, **kw)
-        self.value = nn.Linear(hidden_size, hidden_size, bias=False, **kw)
-        self.gate = nn.Linear(hidden_size, 1, **kw)  # beta, how much of a value is written
+    return memory + k.transpose(-1, -2) @ torch.cat([beta * v, gamma], dim=-1)
 
 
 class _Session:
@@ -102,6 +90,9 @@ class _Session:
 
     def __init__(self, memories: tuple[torch.Tensor, ...]) -> None:
         self.memories = memories  # per carrying layer, [B, F, H + 1]
+        # init_state's memories are one zero expanded (all strides 0): they read exactly 0, so
+        # their read is skipped (the first segment of every batch costs what RMT's does)
+        self.empty = [all(st == 0 for st in m.stride()) for m in memories]
         self.written: list[torch.Tensor | None] = [None] * len(memories)
 
 
@@ -140,10 +131,14 @@ class AssociativeMemory(TokenMemory):
         )
         self.layer_ids = list(range(num_layers)) if layers is None else list(layers)
         self.num_features = 2 * nu * key_dim
-        self.projections = nn.ModuleList(
-            _LayerProjections(hidden_size, key_dim, dtype=dtype, device=device)
-            for _ in self.layer_ids
-        )
+        # The learned projections of the carrying layers, stacked [n, ...] so that the writes of
+        # all layers are one batch of products (the reads run layer by layer, in the hooks).
+        n, kw = len(self.layer_ids), {"dtype": dtype, "device": device}
+        self.query = nn.Parameter(torch.empty(n, hidden_size, key_dim, **kw))
+        self.key = nn.Parameter(torch.empty(n, hidden_size, key_dim, **kw))
+        self.value = nn.Parameter(torch.empty(n, hidden_size, hidden_size, **kw))
+        self.gate = nn.Parameter(torch.empty(n, hidden_size, 1, **kw))  # beta: how much is written
+        self.gate_bias = nn.Parameter(torch.empty(n, 1, 1, **kw))
         self._session: _Session | None = None
 
     @classmethod
@@ -185,11 +180,10 @@ class AssociativeMemory(TokenMemory):
 
     def init_weights(self, std: float) -> None:
         super().init_weights(std)
-        for proj in self.projections:
-            for linear in (proj.query, proj.key, proj.gate):
-                hf_init.normal_(linear.weight, mean=0.0, std=std)
-            hf_init.zeros_(proj.gate.bias)
-            hf_init.zeros_(proj.value.weight)  # a fresh model reads 0: RMT's output exactly
+        for weight in (self.query, self.key, self.gate):
+            hf_init.normal_(weight, mean=0.0, std=std)
+        hf_init.zeros_(self.gate_bias)
+        hf_init.zeros_(self.value)  # a fresh model reads 0: RMT's output exactly
 
     def summary(self) -> dict:
         return {
@@ -215,13 +209,13 @@ class AssociativeMemory(TokenMemory):
             self._session = None
 
     def _read_hook(self, slot: int, layer, args, kwargs):
-        if self._session is None:
-            return None  # the backbone called on its own
+        if self._session is None or self._session.empty[slot]:
+            return None  # the backbone called on its own, or nothing to read
         hidden = args[0] if args else kwargs["hidden_states"]
         memory = self._session.memories[slot]
         if memory.shape[0] != hidden.shape[0]:  # generate's beam search repeats each sample
             memory = memory.repeat_interleave(hidden.shape[0] // memory.shape[0], 0)
-        phi = dpfp(self.projections[slot].query(hidden), self.nu)
+        phi = dpfp(hidden @ self.query[slot], self.nu)
         hidden = hidden + associative_read(memory.to(phi.dtype), phi).to(hidden.dtype)
         if args:
             return (hidden, *args[1:]), kwargs
@@ -236,26 +230,22 @@ class AssociativeMemory(TokenMemory):
     def init_state(self, batch_size: int) -> dict:
         tokens = super().init_state(batch_size)
         shape = (batch_size, self.num_features, tokens.shape[-1] + 1)
-        return {
-            "tokens": tokens,
-            "associative": tuple(tokens.new_zeros(shape) for _ in self.layer_ids),
-        }
+        empty = tokens.new_zeros(()).expand(shape)  # see _Session.empty
+        return {"tokens": tokens, "associative": (empty,) * len(self.layer_ids)}
 
     def wrap(self, state, embeds, mask) -> SegmentInputs:
         return super().wrap(state["tokens"], embeds, mask)
 
     def update(self, state, outputs, inputs: SegmentInputs) -> dict:
-        memories = []
-        for proj, memory, mem in zip(
-            self.projections, state["associative"], self._session.written, strict=True
-        ):  # mem: [B, M, H] write-memory outputs of this layer
-            k = features(proj.key(mem), self.nu)
-            v, beta = proj.value(mem), torch.sigmoid(proj.gate(mem))
-            memories.append(
-                associative_write(memory.to(k.dtype), k, v, beta, correction=self.correction)
-            )
         tokens = super().update(state["tokens"], outputs, inputs)
-        return {"tokens": tokens, "associative": tuple(memories)}
+        if not self.layer_ids:
+            return {"tokens": tokens, "associative": ()}
+        mem = torch.stack(self._session.written, 1)  # [B, n, M, H] write-memory outputs per layer
+        k = features(mem @ self.key, self.nu)
+        v, beta = mem @ self.value, torch.sigmoid(mem @ self.gate + self.gate_bias)
+        memory = torch.stack(state["associative"], 1).to(k.dtype)  # [B, n, F, H + 1]
+        memory = associative_write(memory, k, v, beta, correction=self.correction)
+        return {"tokens": tokens, "associative": memory.unbind(1)}
 
     def prepare_generation(self, state, embeds, mask):
         return super().prepare_generation(state["tokens"], embeds, mask)
