@@ -84,7 +84,9 @@ def test_empty_memory_equals_rmt_and_written_memory_does_not(family):
 def test_disabled_or_fresh_associative_memory_equals_rmt(family):
     """No carrying layer, or the value projections as initialised (zero): RMT at every segment."""
     ids = rand_ids(2, 3 * SEG + 2)
-    for model in (make(family, options={"layers": []}), make(family, values=0)):
+    disabled = make(family, options={"layers": []})
+    assert not any(p.requires_grad for p in (disabled.memory.query, disabled.memory.value))
+    for model in (disabled, make(family, values=0)):
         twin = rmt_twin(model)
         assert torch.equal(logits(model, ids), logits(twin, ids))
         with torch.no_grad():

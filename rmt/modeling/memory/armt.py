@@ -139,6 +139,8 @@ class AssociativeMemory(TokenMemory):
         self.value = nn.Parameter(torch.empty(n, hidden_size, hidden_size, **kw))
         self.gate = nn.Parameter(torch.empty(n, hidden_size, 1, **kw))  # beta: how much is written
         self.gate_bias = nn.Parameter(torch.empty(n, 1, 1, **kw))
+        for weight in (self.query, self.key, self.value, self.gate, self.gate_bias):
+            weight.requires_grad_(n > 0)  # no carrying layer: nothing for DDP to wait for
         self._session: _Session | None = None
 
     @classmethod
