@@ -363,7 +363,8 @@ def test_prebuilt_babilong_rows_train(fast_cfg, tmp_path):
 def test_stories_that_cannot_fit_fail_before_training(fast_cfg):
     from rmt.config import ConfigError, typed
 
-    cfg = typed(fast_cfg("task.max_facts=10", "task.min_facts=null"))  # 24-token segments
+    # 24-token segments; task.debug=false: debug=fast would cap the stories at 2 facts
+    cfg = typed(fast_cfg("task.max_facts=10", "task.min_facts=null", "task.debug=false"))
     with pytest.raises(ConfigError, match="Lower task.max_facts"):
         build.task_for(cfg, build.build_tokenizer(cfg)).preflight()
     with pytest.raises(ConfigError, match="task.max_facts"):

@@ -59,6 +59,7 @@ class TaskConfig:
     name: str = "task"  # label of this task option (the YAML file), for humans
     train_samples: int | None = None  # None = fresh samples at every step (if the task can)
     valid_samples: int = 200
+    debug: bool = False  # set by debug=fast: the task's smallest samples (a setup check in seconds)
     curriculum: list[CurriculumStage] = field(
         default_factory=lambda: [CurriculumStage(segments=[2])]
     )

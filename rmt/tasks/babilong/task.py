@@ -40,6 +40,7 @@ from rmt.tasks.babilong.tokenizer import build_tokenizer
 from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task
 
 PREFLIGHT_SAMPLES = 64  # largest-story samples built per stage before training
+DEBUG_FACTS = 2  # task.debug=true (debug=fast): stories of at most this many facts
 
 
 @register_task("babilong")
@@ -99,7 +100,7 @@ class BabilongTask(Task):
         cfg = self.cfg
         if cfg.source == "babilong":
             return self._published(split)
-        stage_cfg = cfg.curriculum[stage]
+        low, high = self.facts(cfg.curriculum[stage])
         stories = self.stories(split)
         if stories is not None:
             num_samples = min(num_samples or len(stories), len(stories))
@@ -107,9 +108,20 @@ class BabilongTask(Task):
             list(cfg.tasks), split=split, num_samples=num_samples, tokenizer=self.tokenizer,
             builder=self.builder, total_length=self.segment_size, seed=seed,
             position=tuple(cfg.position), facts_end_from_end=self.facts_end,
-            min_facts=_first(stage_cfg.min_facts, cfg.min_facts),
-            max_facts=_first(stage_cfg.max_facts, cfg.max_facts), samples=stories,
+            min_facts=low, max_facts=high, samples=stories,
         )  # fmt: skip
+
+    def facts(self, stage) -> tuple[int | None, int | None]:
+        """Story sizes ``(min_facts, max_facts)`` of a curriculum stage (None: the generator's).
+
+        The stage's values win over the task's; ``task.debug`` caps both at ``DEBUG_FACTS``.
+        """
+        low = _first(stage.min_facts, self.cfg.min_facts)
+        high = _first(stage.max_facts, self.cfg.max_facts)
+        if self.cfg.debug:
+            high = DEBUG_FACTS if high is None else min(high, DEBUG_FACTS)
+            low = min(DEBUG_FACTS if low is None else low, high)
+        return low, high
 
     def _published(self, split: str) -> Dataset:
         """Pre-built rows; the first valid_samples rows per task are held out for validation."""
@@ -144,9 +156,7 @@ class BabilongTask(Task):
     def _preflight_stage(self, i: int, stage, name: str) -> None:
         cfg, size = self.cfg, self.segment_size
         try:
-            _, most = fact_range(
-                name, _first(stage.min_facts, cfg.min_facts), _first(stage.max_facts, cfg.max_facts)
-            )
+            _, most = fact_range(name, *self.facts(stage))
         except ValueError as err:
             raise ConfigError(f"task.min_facts/max_facts for {name}: {err}") from err
         worst = BabilongDataset(
