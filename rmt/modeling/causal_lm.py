@@ -26,6 +26,9 @@ class RMTOutput(ModelOutput):
     logits: [B, L, V] aligned with `input_ids`, only when asked for (zeros at padding).
     sample_loss: [B] mean cross-entropy per sample (nan for a sample without labels).
     num_label_tokens: [B] number of labelled tokens per sample.
+    token_loss: [B, L] cross-entropy of each labelled prediction (no gradient), in each sample's
+        unpadded token order: ``token_loss[b, t]`` is the loss of sample b's t-th real token
+        predicting the next one; 0 where nothing is predicted. For loss by position or segment.
     memory: the memory state written by the last segment ([B, M, H] for memory tokens); None
         when the mechanism carries nothing (zero memory tokens).
     """
@@ -34,6 +37,7 @@ class RMTOutput(ModelOutput):
     logits: torch.Tensor | None = None
     sample_loss: torch.Tensor | None = None
     num_label_tokens: torch.Tensor | None = None
+    token_loss: torch.Tensor | None = None
     memory: torch.Tensor | None = None
 
 
@@ -52,10 +56,12 @@ def shifted_targets(labels: torch.Tensor, plan: SegmentPlan) -> list[torch.Tenso
 class _LossAndLogits:
     """Collects, step by step, the LM head's logits and the per-sample cross-entropy."""
 
-    def __init__(self, head, targets, bsz: int, want_logits: bool, device) -> None:
+    def __init__(self, head, targets, shape: tuple[int, int], want_logits: bool, device) -> None:
         self.head, self.targets, self.want_logits = head, targets, want_logits
+        bsz = shape[0]
         self.loss_sum = torch.zeros(bsz, device=device, dtype=torch.float32)
         self.counts = torch.zeros(bsz, device=device, dtype=torch.long)
+        self.token_loss = torch.zeros(shape, device=device, dtype=torch.float32)
         self.logit_parts: list[list[torch.Tensor]] = [[] for _ in range(bsz)]
         self.tgt = None
 
@@ -81,6 +87,8 @@ class _LossAndLogits:
             ce = F.cross_entropy(logits[keep].float(), step_targets[keep], reduction="none")
             self.loss_sum = self.loss_sum.index_add(0, owner, ce)
             self.counts = self.counts.index_add(0, owner, torch.ones_like(owner))
+            starts = torch.tensor([s for _, s, _ in active], device=logits.device)[rows[keep]]
+            self.token_loss[owner, starts + cols[keep]] = ce.detach()
 
     def full_logits(self, plan: SegmentPlan) -> torch.Tensor:
         """[B, L, V] logits in the columns of `input_ids` (zeros at padding)."""
@@ -119,8 +127,9 @@ class RMTForCausalLM(RMTPreTrainedModel):
         plan = self.make_plan(input_ids, attention_mask)
         want_logits = (labels is None) if return_logits is None else return_logits
         targets = None if labels is None else shifted_targets(labels, plan)
+        shape = (len(plan.ids), plan.input_ids.shape[-1])
         reader = _LossAndLogits(
-            self.get_output_embeddings(), targets, len(plan.ids), want_logits, input_ids.device
+            self.get_output_embeddings(), targets, shape, want_logits, input_ids.device
         )
         state = self._run(plan, reader)
         out = RMTOutput(memory=state if self.memory.enabled else None)
@@ -131,6 +140,7 @@ class RMTForCausalLM(RMTPreTrainedModel):
                 reader.loss_sum / counts.where(counts > 0, torch.zeros_like(counts)).float()
             )
             out.num_label_tokens = counts
+            out.token_loss = reader.token_loss
         if want_logits:
             out.logits = reader.full_logits(plan)
         return out

@@ -26,6 +26,14 @@ from torch.utils.data import Dataset
 from rmt.errors import ConfigError
 
 
+def tokenizer_key(tokenizer) -> str:
+    """Identity of a tokenizer's vocabulary and rules (two loads of one tokenizer are equal):
+    the key of the per-process caches of tokenized text."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 def stable_int(*parts: object) -> int:
     """A 64-bit integer from a SHA-256 of the parts: identical in every process and run.
 
@@ -114,6 +122,10 @@ class Task(ABC):
 
     name: ClassVar[str]  # set by @register_task
     config_class: ClassVar[type[TaskConfig]]
+    metric: ClassVar[str] = "accuracy"  # the validation metric best/ and the curriculum follow
+    higher_is_better: ClassVar[bool] = True  # False: best/ keeps the lowest (perplexity)
+    eval_kind: ClassVar[str] = "answers"  # rmt-eval's scoring: answers (generate + judge) | perplexity
+    default_lengths: ClassVar[tuple[str, ...]] = ("0k", "1k", "4k")  # rmt-eval's lengths=null
 
     def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
         self.cfg, self.tokenizer, self.segment_size, self.seed = cfg, tokenizer, segment_size, seed
@@ -153,6 +165,21 @@ class Task(ABC):
     def preflight(self) -> None:
         """Fail before training when the configured samples cannot be built (ConfigError)."""
         return None
+
+    @abstractmethod
+    def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
+        """The training loss of a batch and its parts to log (detached), e.g. ``{"loss": ...}``."""
+
+    # ------------------------------------------------------------------ validation
+    @abstractmethod
+    def validation_rows(self, model, batch: dict, *, max_new_tokens: int
+                        ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Per-sample validation tensors of a batch (first dimension = samples), gathered over
+        processes by the trainer and reduced by :meth:`validation_metrics`."""
+
+    @abstractmethod
+    def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics of the concatenated rows; must contain ``self.metric`` and ``loss``."""
 
     # ------------------------------------------------------------------ scoring, evaluation
     @abstractmethod

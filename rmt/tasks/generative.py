@@ -50,6 +50,26 @@ def compute_loss(model, batch: dict, aux_weight: float) -> tuple[torch.Tensor, d
     }
 
 
+def answer_rows(task: Task, model, batch: dict, *, max_new_tokens: int
+                ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Validation of a generative task: each sample's answer loss and whether its answer,
+    generated through memory and judged by the task, is correct."""
+    pad_id, eos_id = special_ids(task.tokenizer)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                labels=batch["labels"])  # fmt: skip
+    answers = generate_answers(model, batch_prompts(batch), max_new_tokens=max_new_tokens,
+                               pad_id=pad_id, eos_id=eos_id)  # fmt: skip
+    verdicts = judge_answers(task, task.tokenizer, answers, targets=batch["target"],
+                             questions=batch["question"], subtasks=batch["task"])  # fmt: skip
+    correct = torch.tensor([v.correct for v in verdicts], dtype=torch.float32)
+    return {"correct": correct.to(out.sample_loss.device), "loss": out.sample_loss.float()}
+
+
+def answer_metrics(rows: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``accuracy`` (fraction judged correct) and mean answer ``loss`` of the rows."""
+    return {"accuracy": rows["correct"].mean().item(), "loss": rows["loss"].nanmean().item()}
+
+
 def batch_prompts(batch: dict) -> list[torch.Tensor]:
     """The generation prompts of a collated (right-padded) batch: ``input_ids[i, :prompt_length[i]]``."""
     return [

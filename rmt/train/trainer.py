@@ -43,20 +43,11 @@ from rmt.run import (
     save_last,
     write_json,
 )
-from rmt.tasks.generative import (
-    batch_prompts,
-    compute_loss,
-    generate_answers,
-    judge_answers,
-    special_ids,
-)
 from rmt.train import build, curriculum
 from rmt.train.metrics import MetricsLog, Window, summary_table
 from rmt.train.resume import PreemptionGuard
 
 log = logging.getLogger(__name__)
-
-METRIC_NAME = "valid/accuracy"
 
 
 @dataclass
@@ -68,7 +59,7 @@ class Progress:
     stage_start: int = 0  # step at which this stage began
     epoch: int = 0  # passes over a finite training set in this stage
     stage_batches: int = 0  # micro-batches consumed in this epoch of the stage (data position)
-    best_metric: float | None = None  # best validation accuracy in this stage
+    best_metric: float | None = None  # best validation metric (the task's) in this stage
     best_step: int | None = None
     seconds: float = 0.0  # wall-clock time spent in train() so far, over all invocations
     tokens: int = 0  # input tokens trained on, all processes
@@ -200,7 +191,7 @@ class Trainer:
         acc = self.accelerator
         with acc.accumulate(self.model):
             self.lr = self._set_lr()
-            loss, parts = compute_loss(self.model, batch, self.cfg.trainer.aux_lm_loss)
+            loss, parts = self.task.loss(self.model, batch, aux_weight=self.cfg.trainer.aux_lm_loss)
             acc.backward(loss)
             grad_norm = None
             if acc.sync_gradients:  # max_norm=inf: measure without clipping
@@ -222,7 +213,7 @@ class Trainer:
             stage, step=p.step, stage_start=p.stage_start
         ):
             self.last_valid = self.validate()
-            self.bar.set_postfix(acc=f"{self.last_valid['accuracy']:.3f}")
+            self.bar.set_postfix({self.task.metric: f"{self.last_valid[self.task.metric]:.3f}"})
 
     def _log_train(self, batch: dict) -> None:
         means, tokens, tokens_per_s = self.window.reduce(self.accelerator)
@@ -237,7 +228,7 @@ class Trainer:
             "minutes": self.elapsed() / 60,
         }
         self.metrics.log("train", self.progress.step, values)
-        postfix = {"loss": f"{values['loss']:.3f}", "acc": self.last_valid.get("accuracy")}
+        postfix = {"loss": f"{values['loss']:.3f}", self.task.metric: self.last_valid.get(self.task.metric)}
         max_minutes = self.cfg.trainer.max_minutes
         if max_minutes is not None:  # the step ETA means little under a budget
             postfix["budget_left"] = f"{max_minutes - self.elapsed() / 60:.1f}min"
@@ -308,8 +299,8 @@ class Trainer:
         result.update(stage=p.stage, segments=max(self.stages[p.stage].segments),
                       minutes=self.elapsed() / 60)  # fmt: skip
         self.metrics.log("valid", p.step, result)
-        if p.best_metric is None or result["accuracy"] > p.best_metric:
-            p.best_metric, p.best_step = result["accuracy"], p.step
+        if self._improves(result[self.task.metric]):
+            p.best_metric, p.best_step = result[self.task.metric], p.step
             if self.main:
                 save_best(self.run_dir / BEST, model=self.accelerator.unwrap_model(self.model),
                           tokenizer=self.tokenizer, cfg=self.cfg, state=self.state())  # fmt: skip
@@ -317,38 +308,40 @@ class Trainer:
         self.save_last()
         return result
 
+    def _improves(self, value: float) -> bool:
+        best = self.progress.best_metric
+        if best is None:
+            return True
+        return value > best if self.task.higher_is_better else value < best
+
+    @property
+    def metric_name(self) -> str:
+        return f"valid/{self.task.metric}"
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Answer loss, and accuracy of answers generated through memory and judged by the task
-        (the generate-and-judge path of rmt-eval), over ``trainer.eval_samples`` samples."""
+        """The task's validation metrics (BABILong: answer loss + accuracy of answers generated
+        through memory, rmt-eval's generate-and-judge path; LM: perplexity by segment index) over
+        ``trainer.eval_samples`` samples, gathered from every process."""
         acc, tr = self.accelerator, self.cfg.trainer
         model = acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        pad_id, eos_id = special_ids(self.tokenizer)
-        correct, losses, seen = [], [], 0
+        parts: dict[str, list[torch.Tensor]] = {}
+        seen = 0
         for batch in self._valid_loader():
             with acc.autocast():
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            labels=batch["labels"])  # fmt: skip
-                answers = generate_answers(model, batch_prompts(batch), max_new_tokens=tr.max_new_tokens,
-                                           pad_id=pad_id, eos_id=eos_id)  # fmt: skip
-            verdicts = judge_answers(self.task, self.tokenizer, answers, targets=batch["target"],
-                                     questions=batch["question"], subtasks=batch["task"])  # fmt: skip
-            ok = torch.tensor([v.correct for v in verdicts], dtype=torch.float32, device=acc.device)
-            ok, sample_loss = acc.gather_for_metrics((ok, out.sample_loss.float()))
-            correct.append(ok.cpu())
-            losses.append(sample_loss.cpu())
-            seen += len(ok)
+                rows = self.task.validation_rows(model, batch, max_new_tokens=tr.max_new_tokens)
+            rows = acc.gather_for_metrics(rows)
+            for key, value in rows.items():
+                parts.setdefault(key, []).append(value.cpu())
+            seen += len(next(iter(rows.values())))
             if tr.eval_samples is not None and seen >= tr.eval_samples:
                 break
         model.train(was_training)
-        correct_t, loss_t = (
-            torch.cat(correct)[: tr.eval_samples],
-            torch.cat(losses)[: tr.eval_samples],
-        )
-        return {"accuracy": correct_t.mean().item(), "loss": loss_t.nanmean().item(),
-                "samples": len(correct_t)}  # fmt: skip
+        rows = {key: torch.cat(values)[: tr.eval_samples] for key, values in parts.items()}
+        samples = len(next(iter(rows.values())))
+        return {**self.task.validation_metrics(rows), "samples": samples}
 
     def _valid_loader(self):
         stage = self.progress.stage
@@ -366,7 +359,7 @@ class Trainer:
         p.seconds = self.elapsed()
         return new_state(
             step=p.step, stage=p.stage, best_metric=p.best_metric, best_step=p.best_step,
-            metric_name=METRIC_NAME, progress=asdict(p),
+            metric_name=self.metric_name, progress=asdict(p),
             num_processes=self.accelerator.num_processes,
         )  # fmt: skip
 
@@ -402,9 +395,9 @@ class Trainer:
         p, model = self.progress, self.accelerator.unwrap_model(self.model)
         return {
             "best_metric": p.best_metric,
-            "metric_name": METRIC_NAME,
+            "metric_name": self.metric_name,
             "best_step": p.best_step,
-            "final_accuracy": self.last_valid["accuracy"],
+            f"final_{self.task.metric}": self.last_valid[self.task.metric],
             "final_loss": self.last_valid["loss"],
             "stage": p.stage,
             "stages": len(self.stages),

@@ -13,7 +13,6 @@ DataLoader workers see identical samples.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,8 @@ from rmt.tasks.babilong.sources import (
     check_source,
 )
 from rmt.tasks.babilong.tokenizer import build_tokenizer
-from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task
+from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task, tokenizer_key
+from rmt.tasks.generative import answer_metrics, answer_rows, compute_loss
 
 PREFLIGHT_SAMPLES = 64  # largest-story samples built per stage before training
 DEBUG_FACTS = 2  # task.debug=true (debug=fast): stories of at most this many facts
@@ -179,7 +179,17 @@ class BabilongTask(Task):
                     "stage's max_facts), raise segment.size, or use more segments."
                 ) from err
 
+    def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
+        return compute_loss(model, batch, aux_weight)
+
     # ------------------------------------------------------------------ scoring, evaluation
+    def validation_rows(self, model, batch: dict, *, max_new_tokens: int
+                        ) -> dict[str, torch.Tensor]:  # fmt: skip
+        return answer_rows(self, model, batch, max_new_tokens=max_new_tokens)
+
+    def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+        return answer_metrics(rows)
+
     def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
         return Verdict(
             output=output,
@@ -326,16 +336,10 @@ def shared_builder(tokenizer, background, seed: int) -> HaystackBuilder:
         bg_kwargs = OmegaConf.to_container(background, resolve=True)
     else:
         bg_kwargs = dict(background)
-    key = (_tokenizer_key(tokenizer), json.dumps(bg_kwargs, sort_keys=True), seed)
+    key = (tokenizer_key(tokenizer), json.dumps(bg_kwargs, sort_keys=True), seed)
     if key not in _BUILDERS:
         if len(_BUILDERS) >= 2:
             _BUILDERS.pop(next(iter(_BUILDERS)))
         _BUILDERS[key] = HaystackBuilder(tokenizer, make_background(**bg_kwargs, seed=seed))
     return _BUILDERS[key]
 
-
-def _tokenizer_key(tokenizer) -> str:
-    """Identity of a tokenizer's vocabulary and rules (two loads of one tokenizer are equal)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha1(text.encode()).hexdigest()
