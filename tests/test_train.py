@@ -14,6 +14,7 @@ from helpers import events as _events
 
 from rmt import run as checkpoint
 from rmt.run import CheckpointError
+from rmt.tasks.babilong.task import BabilongTask
 from rmt.train import build, curriculum, trainer
 from rmt.train.resume import PreemptionGuard, resume_config
 from rmt.train.trainer import Trainer
@@ -267,8 +268,8 @@ def test_aux_lm_loss_adds_the_text_loss(fast_cfg):
     model = build.build_model(cfg, tok)
     task = build.task_for(cfg, tok)
     batch = next(iter(curriculum.train_loader(task, cfg, 0, epoch=0, batch_size=4)))
-    plain, parts = trainer.compute_loss(model, batch, 0.0)
-    mixed, parts_aux = trainer.compute_loss(model, batch, 0.5)
+    plain, parts = task.loss(model, batch, aux_weight=0.0)
+    mixed, parts_aux = task.loss(model, batch, aux_weight=0.5)
     assert parts_aux["loss"] == pytest.approx(plain.item(), rel=1e-5)
     assert mixed.item() == pytest.approx(plain.item() + 0.5 * parts_aux["lm_loss"].item(), rel=1e-5)
     assert parts_aux["lm_loss"].item() > 0
@@ -375,13 +376,13 @@ def test_stories_that_cannot_fit_fail_before_training(fast_cfg):
 def _record_batches(monkeypatch) -> list[dict]:
     """Every training micro-batch, as the loss function receives it."""
     seen = []
-    compute_loss = trainer.compute_loss
+    task_loss = BabilongTask.loss
 
-    def probed(model, batch, aux_weight):
+    def probed(self, model, batch, *, aux_weight):
         seen.append({k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)})
-        return compute_loss(model, batch, aux_weight)
+        return task_loss(self, model, batch, aux_weight=aux_weight)
 
-    monkeypatch.setattr(trainer, "compute_loss", probed)
+    monkeypatch.setattr(BabilongTask, "loss", probed)
     return seen
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from rmt.config import typed
+from rmt.tasks import generative
 from rmt.tasks.generative import batch_prompts
 from rmt.train import build, curriculum, trainer
 from rmt.train.trainer import Trainer
@@ -34,7 +35,7 @@ def test_validation_generates_and_judges_like_rmt_eval(fast_cfg, monkeypatch):
     ``generate_answers`` and the task's rule (``judge_answers``); accuracy counts its verdicts."""
     cfg = fast_cfg("trainer.max_steps=1", "task.valid_samples=6", "trainer.eval_batch_size=4")
     seen = {"prompts": [], "targets": []}
-    generate, judge = trainer.generate_answers, trainer.judge_answers
+    generate, judge = generative.generate_answers, generative.judge_answers
 
     def spy_generate(model, prompts, **kwargs):
         seen["prompts"] += [p.tolist() for p in prompts]
@@ -45,8 +46,8 @@ def test_validation_generates_and_judges_like_rmt_eval(fast_cfg, monkeypatch):
         verdicts = judge(task, tokenizer, answers, **kwargs)
         return [v.__class__(v.output, i % 2 == 0, v.exact) for i, v in enumerate(verdicts)]
 
-    monkeypatch.setattr(trainer, "generate_answers", spy_generate)
-    monkeypatch.setattr(trainer, "judge_answers", spy_judge)
+    monkeypatch.setattr(generative, "generate_answers", spy_generate)
+    monkeypatch.setattr(generative, "judge_answers", spy_judge)
     result = trainer.train(cfg)
     (valid,) = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()
                 if json.loads(x)["split"] == "valid"]  # fmt: skip

@@ -65,14 +65,15 @@ def _plan() -> dict[int, list[str]]:
 
 def install() -> None:
     """Wrap the loop's loss and validation functions (the one place that touches internals)."""
+    from rmt.tasks.babilong.task import BabilongTask
     from rmt.train import trainer
 
     plan, pending = _plan(), []
-    compute_loss, save_last = trainer.compute_loss, trainer.save_last
+    task_loss, save_last = BabilongTask.loss, trainer.save_last
     evaluate = trainer.Trainer.evaluate
     calls = 0
 
-    def probed_loss(model, batch, aux_weight):
+    def probed_loss(self, model, batch, *, aux_weight):
         nonlocal calls
         calls += 1
         _record({"kind": "batch", "n": calls, "batch": _digest([batch["input_ids"]]),
@@ -81,7 +82,7 @@ def install() -> None:
         if names:
             _send(names[0])
             pending.extend(names[1:])
-        return compute_loss(model, batch, aux_weight)
+        return task_loss(self, model, batch, aux_weight=aux_weight)
 
     def probed_evaluate(self):
         _record({"kind": "valid", "after": calls, "weights": _digest(self.model.parameters())})
@@ -92,7 +93,7 @@ def install() -> None:
             _send(pending.pop(0))
         return save_last(*args, **kwargs)
 
-    trainer.compute_loss = probed_loss
+    BabilongTask.loss = probed_loss
     trainer.Trainer.evaluate = probed_evaluate
     trainer.save_last = probed_save_last
 

@@ -26,15 +26,15 @@ register_configs()
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Evaluate; returns the mean accuracy of the first checkpoint (what sweepers optimise)."""
+    """Evaluate; returns the first checkpoint's mean accuracy, or mean perplexity for task=lm
+    (what sweepers optimise)."""
     cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
         rows = evaluate.run_eval(cfg)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"rmt-eval: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    first = [r for r in rows if r.model == rows[0].model and r.mode == "rmt"]
-    return sum(r.accuracy for r in first) / len(first) if first else None
+    return evaluate.main_value(rows)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class EvalConfig:
     checkpoints: list[str] = field(default_factory=list)  # several, compared in one table
     names: list[str] = field(default_factory=list)  # display names, one per checkpoint
     tasks: list[str] | None = None  # None = the run's task.tasks
-    lengths: list[str] = field(default_factory=lambda: ["0k", "1k", "4k"])
+    lengths: list[str] | None = None  # None = the task's (BABILong 0k,1k,4k; LM 512..4k tokens)
     samples: int = 100  # samples per (task, length) cell
     batch_size: int = 16
     max_batch_tokens: int = 65536  # fewer samples per batch at long lengths; 1 beyond this
@@ -108,9 +108,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("samples", "batch_size", "max_batch_tokens", "max_new_tokens"):
         if cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]}: must be >= 1.")
-    if not cfg.lengths:
-        raise ValueError("lengths is empty; give e.g. lengths=[0k,1k,4k].")
-    for length in cfg.lengths:
+    if cfg.lengths is not None and not cfg.lengths:
+        raise ValueError("lengths is empty; give e.g. lengths=[0k,1k,4k], or leave it unset.")
+    for length in cfg.lengths or ():
         try:
             parse_length(str(length))
         except ValueError as exc:

@@ -20,7 +20,8 @@ import rmt
 from rmt.eval import checkpoint as ckpt_io
 from rmt.eval.config import checkpoint_list, validate
 from rmt.eval.grid import Grid, evaluate_model, unique_names
-from rmt.eval.plots import plot_heatmap
+from rmt.eval import perplexity
+from rmt.eval.plots import plot_heatmap, plot_segment_perplexity
 from rmt.eval.results import EvalResult, format_table, group_by_series, write_csv, write_json
 from rmt.modeling.factory import memory_summary
 from rmt.run import override_key, read_overrides
@@ -97,12 +98,20 @@ def run_task(run_config: DictConfig, cfg: DictConfig, tokenizer) -> Task:
     )  # fmt: skip
 
 
-def run_eval(cfg) -> list[EvalResult]:
+def main_value(rows) -> float | None:
+    """What a sweeper optimises: the first checkpoint's mean accuracy (answer tasks) or mean
+    perplexity (LM) over its cells."""
+    first = [r for r in rows if r.model == rows[0].model and getattr(r, "mode", "rmt") == "rmt"]
+    key = "accuracy" if isinstance(rows[0], EvalResult) else "perplexity"
+    return sum(getattr(r, key) for r in first) / len(first) if first else None
+
+
+def run_eval(cfg) -> list:
     """Everything ``rmt-eval`` does: check, load, score, write files, print the table.
 
     Writes into ``cfg.output_dir`` only (never into a checkpoint folder): ``results.csv``,
-    ``results.json``, ``results.md``, ``heatmap_<name>[_baseline].png`` per checkpoint and
-    ``predictions.jsonl``.
+    ``results.json``, ``results.md``, and per checkpoint ``heatmap_<name>[_baseline].png`` plus
+    ``predictions.jsonl`` (answer tasks) or one ``perplexity_by_segment.png`` (task=lm).
     """
     validate(cfg)
     out = Path(cfg.output_dir or Path("outputs") / "eval" / time.strftime("%Y-%m-%d/%H-%M-%S"))
@@ -117,10 +126,16 @@ def run_eval(cfg) -> list[EvalResult]:
     models_meta = []
     for name, ck in zip(names, checks, strict=True):
         model_rows, meta = _evaluate_checkpoint(cfg, name, ck, device, predictions)
+        if rows and type(rows[0]) is not type(model_rows[0]):
+            raise ValueError(
+                "rmt-eval: the checkpoints belong to tasks scored differently (answers vs "
+                "perplexity); evaluate them in separate rmt-eval calls."
+            )
         rows += model_rows
         models_meta.append(meta)
-        for series, series_rows in group_by_series(model_rows).items():
-            plot_heatmap(series_rows, out / heatmap_filename(series_rows[0]), title=series)
+        if isinstance(model_rows[0], EvalResult):
+            for series, series_rows in group_by_series(model_rows).items():
+                plot_heatmap(series_rows, out / heatmap_filename(series_rows[0]), title=series)
     meta = {
         "rmt_version": rmt.__version__,
         "torch_version": torch.__version__,
@@ -128,10 +143,15 @@ def run_eval(cfg) -> list[EvalResult]:
         "models": models_meta,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    write_csv(rows, out / "results.csv")
-    write_json(rows, out / "results.json", meta=meta)
-    (out / "results.md").write_text(format_table(rows) + "\n")
-    print(format_table(rows, fmt="text"))
+    if isinstance(rows[0], EvalResult):
+        write_csv(rows, out / "results.csv")
+        write_json(rows, out / "results.json", meta=meta)
+        (out / "results.md").write_text(format_table(rows) + "\n")
+        print(format_table(rows, fmt="text"))
+    else:
+        perplexity.write_results(rows, out, meta=meta)
+        plot_segment_perplexity(rows, out / "perplexity_by_segment.png")
+        print(perplexity.format_table(rows, fmt="text"))
     print(f"results: {out}")
     return rows
 
@@ -154,7 +174,22 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
     task = run_task(ck.run_config, cfg, tokenizer)
     tasks: Sequence[str] = list(cfg.tasks) if cfg.tasks is not None else task.subtasks
     task.check_subtasks(tasks)
-    lengths = [(str(length), parse_length(str(length))) for length in cfg.lengths]
+    lengths = [(str(n), parse_length(str(n))) for n in (cfg.lengths or task.default_lengths)]
+    cells = task.eval_cells(tasks, lengths)
+    items = lambda cell: task.eval_items(cell, samples=cfg.samples, seed=cfg.seed,  # noqa: E731
+                                         split=cfg.data.split)  # fmt: skip
+    if task.eval_kind == "perplexity":
+        if cfg.baseline:
+            raise ValueError(
+                "baseline=true scores answers of the plain backbone; for task=lm compare with a "
+                "run trained with memory.num_tokens=0 instead (checkpoints=[<run>,<no-memory run>])."
+            )
+        rows = perplexity.evaluate_perplexity(
+            model, task, cells, items, name=name, checkpoint=str(ck.best_dir),
+            batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
+            progress=cfg.progress_bar,
+        )  # fmt: skip
+        return rows, _meta(cfg, name, ck, model)
     modes = ("rmt", "baseline") if cfg.baseline else ("rmt",)
     with open(predictions, "a") if predictions else contextlib.nullcontext() as pred_file:
         grid = Grid(
@@ -162,13 +197,14 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
             max_batch_tokens=cfg.max_batch_tokens, max_new_tokens=cfg.max_new_tokens,
             predictions=pred_file,
         )  # fmt: skip
-        rows = evaluate_model(
-            model, grid, task.eval_cells(tasks, lengths),
-            lambda cell: task.eval_items(cell, samples=cfg.samples, seed=cfg.seed,
-                                         split=cfg.data.split),
-            progress=cfg.progress_bar, samples_per_cell=cfg.samples,
-        )  # fmt: skip
-    meta = {
+        rows = evaluate_model(model, grid, cells, items, progress=cfg.progress_bar,
+                              samples_per_cell=cfg.samples)  # fmt: skip
+    return rows, _meta(cfg, name, ck, model)
+
+
+def _meta(cfg, name: str, ck, model) -> dict:
+    """The entry of ``meta.models`` in results.json for one checkpoint."""
+    return {
         "name": name,
         "checkpoint": str(ck.best_dir),
         "rmt_version": ck.trainer_state.get("rmt_version"),
@@ -179,4 +215,3 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
         "segment_size": model.config.segment_size,
         "baseline_window": baseline_window(model) if cfg.baseline else None,
     }
-    return rows, meta

@@ -113,3 +113,25 @@ def _is_number(value) -> bool:
     if isinstance(value, int | float):
         return not math.isnan(float(value))
     return False
+
+
+def plot_segment_perplexity(rows: Sequence, path: str | Path, *, title: str | None = None) -> Path:
+    """Perplexity by segment index, one line per (model, input length) of ``rmt-eval`` on an LM
+    checkpoint (``rmt.eval.perplexity.PerplexityResult`` rows): how much later segments gain
+    from what memory carries."""
+    if not rows:
+        raise ValueError("plot_segment_perplexity: no results to plot")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for row in rows:
+        ax.plot(range(len(row.segments)), row.segments, marker="o", markersize=3,
+                label=f"{row.model}, {row.length}")  # fmt: skip
+    ax.set_xlabel("segment index")
+    ax.set_ylabel("perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "perplexity by segment index", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
