@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +22,6 @@ from rmt.tasks.lm import LmTask
 from rmt.tasks.lm.config import LmTaskConfig
 from rmt.tasks.lm.data import TokenStream, collate, perplexity_metrics, segment_losses
 from rmt.tasks.text import builtin_documents
-from rmt.train import trainer
 from rmt.train.resume import resume_config
 
 LM = [*FAST, "task=lm"]
@@ -47,7 +45,9 @@ def test_lm_is_registered_with_its_schema(tok):
     with pytest.raises(Exception, match="min_facts"):
         compose_config([*LM, "task.min_facts=2"])  # a BABILong key is a typo here
     with pytest.raises(ConfigError, match="until_accuracy"):
-        validate(typed(compose_config([*LM, "task.curriculum=[{segments:[2],until_accuracy:0.5}]"])))
+        validate(
+            typed(compose_config([*LM, "task.curriculum=[{segments:[2],until_accuracy:0.5}]"]))
+        )
     with pytest.raises(ConfigError, match="task.source.path"):
         validate(typed(compose_config([*LM, "task.source.kind=files", "task.source.path=/nope"])))
 
@@ -120,20 +120,22 @@ def _repeat_batch(gen: torch.Generator, vocab: int, size: int, segments: int) ->
     return collate([{"input_ids": row.repeat(segments).tolist()} for row in first], pad_id=0)
 
 
-def _later_segment_loss(tok, tiny_rmt, mem: int) -> tuple[float, float]:
+def _later_segment_loss(tok, tiny_rmt, mem: int, steps: int = 150) -> tuple[float, float]:
     torch.manual_seed(0)
     model = tiny_rmt("llama", mem=mem, seg=4, vocab=16).train()
     task = _task(tok, segment_size=4)
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(steps):
         loss, _ = task.loss(model, _repeat_batch(gen, 16, 4, 2), aux_weight=0.0)
         loss.backward()
         optim.step()
         optim.zero_grad()
     model.eval()
     with torch.no_grad():
-        rows = task.validation_rows(model, _repeat_batch(torch.Generator().manual_seed(1), 16, 4, 2))
+        rows = task.validation_rows(
+            model, _repeat_batch(torch.Generator().manual_seed(1), 16, 4, 2)
+        )
     metrics = task.validation_metrics(rows)
     return metrics["loss_seg0"], metrics["loss_seg1"]
 
@@ -162,7 +164,9 @@ def test_debug_fast_lm_trains_and_keeps_the_lowest_perplexity(lm_run):
     _, run = lm_run
     valid = events(run, "valid")
     assert [e["step"] for e in valid] == [2, 3]
-    assert all({"perplexity", "perplexity_seg0", "perplexity_seg1", "loss"} <= set(e) for e in valid)
+    assert all(
+        {"perplexity", "perplexity_seg0", "perplexity_seg1", "loss"} <= set(e) for e in valid
+    )
     assert all("tokens_per_s" in e for e in events(run, "train"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metric_name"] == "valid/perplexity"

@@ -38,11 +38,11 @@ def test_registry_picks_the_task_by_name():
     assert TASKS["babilong"] is BabilongTask and task_class("babilong") is BabilongTask
     assert compose_config().task.type == "babilong"
     with pytest.raises(
-        ConfigError, match=r"task.type='lm' is not a registered task; use one of babilong"
+        ConfigError, match=r"task.type='qa' is not a registered task; use one of babilong, lm"
     ):
-        task_class("lm")
+        task_class("qa")
     with pytest.raises(ConfigError, match="not a registered task"):
-        typed({"task": {"type": "lm"}})
+        typed({"task": {"type": "qa"}})
 
 
 def test_a_name_is_registered_once():

@@ -159,7 +159,7 @@ class TrainerConfig:
     mixed_precision: str = "auto"  # auto (bf16 on capable GPUs, else no) | no | bf16 | fp16
     seed: int = 0
     num_workers: int = 0
-    aux_lm_loss: float = 0.0  # >0 also trains next-token loss on the haystack, this weight
+    aux_lm_loss: float = 0.0  # >0 adds this weight x next-token loss on unlabelled text
     progress_bar: bool = True
 
 

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import rmt
 from rmt.eval import checkpoint as ckpt_io
+from rmt.eval import perplexity
 from rmt.eval.config import checkpoint_list, validate
 from rmt.eval.grid import Grid, evaluate_model, unique_names
-from rmt.eval import perplexity
 from rmt.eval.plots import plot_heatmap, plot_segment_perplexity
 from rmt.eval.results import EvalResult, format_table, group_by_series, write_csv, write_json
 from rmt.modeling.factory import memory_summary

@@ -95,8 +95,9 @@ def write_results(rows: Sequence[PerplexityResult], out: Path, *, meta: dict) ->
     """``results.csv`` (one column per segment index), ``results.json`` and ``results.md``."""
     width = max(len(r.segments) for r in rows)
     with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*BASE_FIELDS,
-                                               *(f"perplexity_seg{k}" for k in range(width))])
+        writer = csv.DictWriter(
+            f, fieldnames=[*BASE_FIELDS, *(f"perplexity_seg{k}" for k in range(width))]
+        )
         writer.writeheader()
         writer.writerows(_flat(r, width) for r in rows)
     payload = {"meta": meta, "results": [r.as_dict() for r in rows]}

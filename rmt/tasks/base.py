@@ -124,7 +124,9 @@ class Task(ABC):
     config_class: ClassVar[type[TaskConfig]]
     metric: ClassVar[str] = "accuracy"  # the validation metric best/ and the curriculum follow
     higher_is_better: ClassVar[bool] = True  # False: best/ keeps the lowest (perplexity)
-    eval_kind: ClassVar[str] = "answers"  # rmt-eval's scoring: answers (generate + judge) | perplexity
+    eval_kind: ClassVar[str] = (
+        "answers"  # rmt-eval's scoring: answers (generate + judge) | perplexity
+    )
     default_lengths: ClassVar[tuple[str, ...]] = ("0k", "1k", "4k")  # rmt-eval's lengths=null
 
     def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:

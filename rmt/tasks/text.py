@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 TEXT_KINDS = ("builtin", "files", "hf")
@@ -111,6 +111,7 @@ class Lexicon:
 
     def topic(self, rng: random.Random, *, size: int) -> Lexicon:
         """A document's own small lexicon: about ``size`` nouns and fewer of the other kinds."""
+
         def pick(words: tuple[str, ...], n: int) -> tuple[str, ...]:
             return tuple(rng.sample(words, max(1, min(n, len(words)))))
 
@@ -223,7 +224,7 @@ def read_files(path: str | Path, max_docs: int | None = None) -> list[str]:
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
     if not files:
         raise TextSourceError(f"no .txt files in {path}; put text files there or use 'builtin'")
-    return [f.read_text(encoding="utf-8", errors="replace") for f in files[:max_docs or None]]
+    return [f.read_text(encoding="utf-8", errors="replace") for f in files[: max_docs or None]]
 
 
 def read_dataset(dataset: str, split: str, column: str, max_docs: int | None) -> list[str]:

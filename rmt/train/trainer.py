@@ -228,7 +228,10 @@ class Trainer:
             "minutes": self.elapsed() / 60,
         }
         self.metrics.log("train", self.progress.step, values)
-        postfix = {"loss": f"{values['loss']:.3f}", self.task.metric: self.last_valid.get(self.task.metric)}
+        postfix = {
+            "loss": f"{values['loss']:.3f}",
+            self.task.metric: self.last_valid.get(self.task.metric),
+        }
         max_minutes = self.cfg.trainer.max_minutes
         if max_minutes is not None:  # the step ETA means little under a budget
             postfix["budget_left"] = f"{max_minutes - self.elapsed() / 60:.1f}min"

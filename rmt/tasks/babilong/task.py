@@ -342,4 +342,3 @@ def shared_builder(tokenizer, background, seed: int) -> HaystackBuilder:
             _BUILDERS.pop(next(iter(_BUILDERS)))
         _BUILDERS[key] = HaystackBuilder(tokenizer, make_background(**bg_kwargs, seed=seed))
     return _BUILDERS[key]
-

@@ -31,6 +31,8 @@ class LmTaskConfig(TaskConfig):
     builtin: BuiltinDocsConfig = field(default_factory=BuiltinDocsConfig)
     valid_samples: int = 64  # validation windows, at the stage's longest input
     curriculum: list[CurriculumStage] = field(
-        default_factory=lambda: [CurriculumStage(segments=[1, 2], steps=200),
-                                 CurriculumStage(segments=[1, 2, 3, 4])]  # fmt: skip
+        default_factory=lambda: [
+            CurriculumStage(segments=[1, 2], steps=200),
+            CurriculumStage(segments=[1, 2, 3, 4]),
+        ]  # fmt: skip
     )

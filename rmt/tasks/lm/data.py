@@ -34,7 +34,9 @@ HELD_OUT = 0.1  # fraction of documents for validation, and again for test
 def read_documents(source: DictConfig, builtin: DictConfig, seed: int) -> list[str]:
     """The documents of ``task.source`` (``task.builtin`` shapes the offline ones)."""
     if source.kind == "builtin":
-        return list(builtin_documents(seed, builtin.num_docs, builtin.sentences, builtin.topic_size))
+        return list(
+            builtin_documents(seed, builtin.num_docs, builtin.sentences, builtin.topic_size)
+        )
     if source.kind == "files":
         return read_files(source.path, source.max_docs)
     return read_dataset(source.dataset, source.split, source.column, source.max_docs)
