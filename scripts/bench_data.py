@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rmt.tasks.babilong.background import make_background
 from rmt.tasks.babilong.format import format_example
-from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.generators import generate_sample
 from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
 from rmt.tasks.babilong.tokenizer import build_tokenizer
 

@@ -143,7 +143,7 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["bptt.depth=3"], "bptt.depth"),
         (["bptt.depth=0"], "bptt.depth"),
         (["task.tasks=[qa1,qa42]"], "task.tasks"),
-        (["task.tasks=[qa15]"], "task.tasks"),
+        (["task.tasks=[qa21]"], "task.tasks"),
         (["task.background.kind=files", "task.background.path=/no/such.txt"], "background.path"),
         (["task.background.kind=hf"], "task.background.dataset"),
         (["task.background.kind=web"], "task.background.kind"),

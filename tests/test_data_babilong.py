@@ -8,7 +8,7 @@ import pytest
 from rmt.tasks.babilong.babi import BabiSample
 from rmt.tasks.babilong.background import Background, make_background
 from rmt.tasks.babilong.format import ANSWER_MARKER, IGNORE_INDEX, format_example
-from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.generators import generate_sample
 from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
 from rmt.tasks.babilong.tokenizer import build_tokenizer
 

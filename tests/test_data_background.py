@@ -16,7 +16,7 @@ from rmt.tasks.babilong.background import (
     make_background,
     split_sentences,
 )
-from rmt.tasks.babilong.generator import OBJECTS, PEOPLE, QA5_PEOPLE, QA10_PEOPLE, ROOMS
+from rmt.tasks.babilong.generators import OBJECTS, PEOPLE, QA5_PEOPLE, QA10_PEOPLE, ROOMS
 
 TEXT = " ".join(f"The lamp number {i} was lit by the keeper. Was it bright?" for i in range(30))
 

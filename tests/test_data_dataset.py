@@ -13,7 +13,7 @@ from rmt.tasks.babilong.babi import BabiSample
 from rmt.tasks.babilong.background import Background, make_background
 from rmt.tasks.babilong.dataset import BabilongDataset, collate
 from rmt.tasks.babilong.format import IGNORE_INDEX
-from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.generators import generate_sample
 from rmt.tasks.babilong.haystack import HaystackBuilder
 from rmt.tasks.babilong.tokenizer import build_tokenizer
 from rmt.tasks.generative import batch_prompts
@@ -174,7 +174,8 @@ def test_sampler_num_batches_and_partial_batches():
 
 
 def test_dataloader_with_sampler_and_workers(tok, builder):
-    ds = make(tok, builder, num_samples=8, length=None)
+    # stories short enough for two 64-token segments (bAbI's qa2 stories run past 128 tokens)
+    ds = make(tok, builder, num_samples=8, length=None, max_facts=10)
     sampler = CurriculumBatchSampler(8, 2, [2, 3], 64, seed=1)
     collate_fn = partial(collate, pad_id=tok.pad_token_id)
     single = list(DataLoader(ds, batch_sampler=sampler, collate_fn=collate_fn))

@@ -1,10 +1,18 @@
-"""BABILong scoring semantics: first sentence, label sets, question labels ignored."""
+"""BABILong scoring: the published rule (default) on real-format model outputs, and rmt's
+strict corrections (first sentence, label sets, question labels ignored, nested labels,
+commas).
+"""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
 
 import pytest
 
 from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match
+
+OUTPUTS = Path(__file__).parent / "fixtures" / "babilong" / "model_outputs.csv"
 
 
 def test_label_sets_match_babilong():
@@ -62,13 +70,39 @@ def test_label_sets_match_babilong():
         ("n,w", "w,n", "How do you go from the kitchen to the garden?", "qa19", False),
     ],
 )
-def test_compare_answers(target, output, question, task, expected):
-    assert compare_answers(target, output, question, task) is expected
+def test_strict_scoring(target, output, question, task, expected):
+    assert compare_answers(target, output, question, task, scoring="strict") is expected
+
+
+def _rows():
+    with OUTPUTS.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("row", _rows(), ids=lambda r: f"{r['task']}:{r['output'][:20]!r}")
+def test_model_outputs_scored_as_babilong_publishes_and_strictly(row):
+    args = (row["target"], row["output"], row["question"], row["task"])
+    assert compare_answers(*args) is (row["babilong"] == "True")  # the default
+    assert compare_answers(*args, scoring="babilong") is (row["babilong"] == "True")
+    assert compare_answers(*args, scoring="strict") is (row["strict"] == "True")
+
+
+def test_the_two_scorings_differ_only_where_babilong_rejects_a_right_answer():
+    rows = _rows()
+    differ = [r for r in rows if r["babilong"] != r["strict"]]
+    assert {(r["task"], r["target"]) for r in differ} == {("qa7", "none"), ("qa19", "w,s")}
+    assert all(r["strict"] == "True" for r in differ)
+
+
+def test_unknown_scoring_is_an_error():
+    with pytest.raises(ValueError, match="strict"):
+        compare_answers("kitchen", "kitchen", "Where is Mary?", "qa1", scoring="lenient")
 
 
 def test_unknown_task_is_an_error():
-    with pytest.raises(ValueError, match="qa21"):
-        compare_answers("x", "x", "q", "qa21")
+    for scoring in ("babilong", "strict"):
+        with pytest.raises(ValueError, match="qa21"):
+            compare_answers("x", "x", "q", "qa21", scoring=scoring)
 
 
 def test_exact_match():

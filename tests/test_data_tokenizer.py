@@ -8,9 +8,9 @@ import pytest
 
 from rmt.tasks.babilong.background import make_background
 from rmt.tasks.babilong.format import ANSWER_MARKER
-from rmt.tasks.babilong.generator import TASKS, generate_sample
+from rmt.tasks.babilong.generators import TASKS, generate_sample
 from rmt.tasks.babilong.scoring import compare_answers
-from rmt.tasks.babilong.tokenizer import build_tokenizer, load_tokenizer, split_words
+from rmt.tasks.babilong.tokenizer import build_tokenizer, load_tokenizer, split_words, unknown_words
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +49,21 @@ def test_covers_every_generated_task_and_the_builtin_background(tok):
     assert tok("Xylophone", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
 
 
+def test_no_generated_answer_is_unknown(tok):
+    answers = {generate_sample(task, i).answer for task in TASKS for i in range(150)}
+    assert len(answers) > 45  # every task's labels, qa8's lists and qa19's paths
+    assert not unknown_words(answers, tok)
+    for answer in answers:
+        assert tok.unk_token_id not in tok(f" {answer}", add_special_tokens=False)["input_ids"]
+    # the helper does find unknown words, so the checks above can fail
+    assert unknown_words(["Mary is a heron.", "quay"], tok) == {"heron", "quay"}
+
+
 def test_decodes_are_readable_by_the_scorer(tok):
     for answer, task in (("kitchen", "qa1"), ("apple,milk", "qa8"), ("none", "qa7")):
         ids = tok(f" {answer}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         text = tok.decode(ids, skip_special_tokens=True)
-        assert compare_answers(answer, text, "What is Mary carrying?", task), text
+        assert compare_answers(answer, text, "What is Mary carrying?", task, scoring="strict"), text
     assert tok.decode(tok(" apple,milk", add_special_tokens=False)["input_ids"]) == "apple , milk"
     words = tok.tokenize("Where is Mary? Answer: kitchen")
     assert words == ["Where", "is", "Mary", "?", "Answer", ":", "kitchen"]
@@ -83,10 +93,10 @@ def test_load_tokenizer_sets_pad_from_eos(tok, tmp_path):
 
 
 def test_extra_texts_extend_the_vocabulary_without_moving_base_ids(tok):
-    text = "The hallway is west of the garden. How do you go from the kitchen to the office? n,w"
+    text = "The heron is west of the quay. How do you go from the kitchen to the quay? n,w"
     assert tok.unk_token_id in tok(text)["input_ids"]
     extended = build_tokenizer([text])
     assert tok.unk_token_id not in extended(text)["input_ids"]
     base = tok.get_vocab()
     assert all(extended.get_vocab()[w] == i for w, i in base.items())
-    assert len(extended) == len(tok) + len({"How", "do", "you", "go", "from", "n", "w"} - set(base))
+    assert len(extended) == len(tok) + len({"heron", "quay"} - set(base)) == len(tok) + 2

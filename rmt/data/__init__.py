@@ -8,7 +8,7 @@ from rmt.tasks.babilong.babi import BabiFormatError, BabiSample, read_babi
 from rmt.tasks.babilong.background import Background, BackgroundError, make_background
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
 from rmt.tasks.babilong.format import ANSWER_MARKER, format_example
-from rmt.tasks.babilong.generator import generate_sample
+from rmt.tasks.babilong.generators import generate_sample
 from rmt.tasks.babilong.haystack import Haystack, HaystackBuilder, parse_length
 from rmt.tasks.babilong.published import BabilongLoadError, load_babilong
 from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match

@@ -4,6 +4,7 @@ data sources (generated | babi | babilong), scoring, and the registered task ``b
 See docs/architecture.md ("Tasks") for the contract between these modules.
 """
 
+from rmt.tasks.babilong.generators import generate_sample
 from rmt.tasks.babilong.task import BabilongTask
 
-__all__ = ["BabilongTask"]
+__all__ = ["BabilongTask", "generate_sample"]

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from rmt.tasks.babilong.babi import BabiSample
 from rmt.tasks.babilong.format import IGNORE_INDEX, answer_ids, format_example, question_ids
-from rmt.tasks.babilong.generator import generate_sample, normalize_split
+from rmt.tasks.babilong.generators import generate_sample, normalize_split
 from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
 from rmt.tasks.base import stable_int
 

@@ -1,19 +1,22 @@
-"""BABILong answer scoring.
+"""BABILong answer scoring, as published (the default) or with two corrections ("strict").
 
 BABILong does not compare strings: it lower-cases the model output, keeps its first sentence,
 collects the task's answer labels mentioned in it (dropping labels the question itself names,
-which are never the answer) and accepts the output only when that set is exactly the target's
-label set. A model that hedges between two rooms is therefore wrong, and "The milk is in the
+which are never the answer) and accepts the output only when those labels are exactly the
+target's. A model that hedges between two rooms is therefore wrong, and "The milk is in the
 kitchen" is right for target "kitchen" on qa2 because "milk" is not a qa2 label.
 
-Two small normalisations go beyond the published rule, both so that a *correct* answer is
-never rejected:
+``scoring="babilong"`` (default) reproduces BABILong's ``compare_answers`` exactly, so numbers
+compare with the leaderboard, including two effects of its plain substring search:
 
-* qa7's labels nest ("none" contains "one"), so with plain substring search a correct "none"
-  would also mention "one" and always fail. When one label of a task contains another, labels
-  are matched as whole words.
-* spaces around commas are removed from the output before matching, so the qa19 target
-  ``n,w`` matches ``n , w`` (how a word-level tokenizer decodes it).
+* qa7's labels nest: "none" contains "one", so the output "none" mentions two labels and is
+  always wrong, even for target "none".
+* qa19's labels contain commas: the output "w, s" (or "w , s", as a word-level tokenizer
+  decodes it) mentions no label, so it is wrong for target "w,s".
+
+``scoring="strict"`` keeps rmt's corrections, so a *correct* answer is never rejected: labels
+are matched as whole words when a task's labels nest, and spaces around commas are removed
+before matching.
 """
 
 from __future__ import annotations
@@ -71,10 +74,9 @@ def task_labels(task: str) -> tuple[str, ...]:
 
 
 def first_sentence(output: str) -> str:
-    """Lower-cased first sentence of a model output, as BABILong reads it."""
+    """Lower-cased first sentence of a model output, commas closed up (strict scoring)."""
     text = output.lower().split(".")[0]
-    # models sometimes start writing a new example after the answer. (BABILong also splits
-    # on "Question" after lower-casing, which never matches; we keep that no-op out.)
+    # models sometimes start writing a new example after the answer
     for stop in ("<context>", "<example>"):
         text = text.split(stop)[0]
     return re.sub(r"\s*,\s*", ",", text)
@@ -87,7 +89,7 @@ def _mentions(labels: Iterable[str], text: str, whole_words: bool) -> set[str]:
 
 
 def labels_in_output(output: str, question: str, task: str) -> set[str]:
-    """The task labels an output mentions, minus those the question names."""
+    """The task labels an output mentions, minus those the question names (strict)."""
     labels = {label.lower() for label in task_labels(task)}
     whole = any(a != b and a in b for a in labels for b in labels)
     found = _mentions(labels, first_sentence(output), whole)
@@ -103,9 +105,39 @@ def target_labels(target: str, task: str) -> set[str]:
     return {part for part in target.split(",") if part}
 
 
-def compare_answers(target: str, output: str, question: str, task: str) -> bool:
-    """BABILong's rule: the labels mentioned in the output are exactly the target's."""
-    return labels_in_output(output, question, task) == target_labels(target, task)
+SCORINGS = ("babilong", "strict")
+
+
+def _babilong_first_sentence(output: str) -> str:
+    text = output.lower().split(".")[0]
+    for stop in ("<context>", "<example>", "Question"):  # "Question" never matches lower case
+        text = text.split(stop)[0]
+    return text
+
+
+def babilong_compare(target: str, output: str, question: str, task: str) -> bool:
+    """BABILong's published rule, substring matching included (see the module docstring)."""
+    labels = {label.lower() for label in task_labels(task)}
+    text, target = _babilong_first_sentence(output), target.lower()
+    named = {label for label in labels if label in question.lower()}
+    found = {label for label in labels if label in text} - named
+    if "," in target and len(target) > 3:  # a qa8 list; qa19's "n,w" is one label
+        parts = target.split(",")
+        return all(part in found for part in parts) and len(found) == len(parts)
+    return target in found and len(found) == 1
+
+
+def compare_answers(
+    target: str, output: str, question: str, task: str, scoring: str = "babilong"
+) -> bool:
+    """Whether ``output`` answers ``question`` (``target``): the labels it mentions are the
+    target's, by BABILong's published rule (``"babilong"``) or rmt's corrected one
+    (``"strict"``)."""
+    if scoring == "babilong":
+        return babilong_compare(target, output, question, task)
+    if scoring == "strict":
+        return labels_in_output(output, question, task) == target_labels(target, task)
+    raise ValueError(f"unknown scoring {scoring!r}; use one of {', '.join(SCORINGS)}")
 
 
 def _normalise(text: str) -> str:

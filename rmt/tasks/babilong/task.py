@@ -25,8 +25,7 @@ from rmt.errors import ConfigError
 from rmt.tasks.babilong.background import make_background
 from rmt.tasks.babilong.config import BACKGROUND_KINDS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
-from rmt.tasks.babilong.generator import TASKS as GENERATED
-from rmt.tasks.babilong.generator import fact_range
+from rmt.tasks.babilong.generators import fact_range
 from rmt.tasks.babilong.haystack import HaystackBuilder
 from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match
 from rmt.tasks.babilong.sources import (
@@ -255,13 +254,6 @@ def _check_tasks(task: DictConfig) -> None:
 
 
 def _check_source_paths(task: DictConfig) -> None:
-    if task.source == "generated":
-        missing = [t for t in task.tasks if t not in GENERATED]
-        if missing:
-            raise ConfigError(
-                f"task.tasks: the offline generator has no {missing}; it makes "
-                f"{', '.join(GENERATED)}. Use task.source=babi with the bAbI files for others."
-            )
     if task.source == "babi" and (task.path is None or not os.path.isdir(task.path)):
         raise ConfigError(
             f"task.source=babi needs task.path=<folder with the bAbI .txt files>; "

@@ -1,8 +1,8 @@
 """Tokenizers: a word-level one built offline for the generated tasks, or a pretrained one.
 
 The offline tokenizer lets everything (tests, the default training run) work without a
-download. Its vocabulary is the closed set of words the task generator and the builtin
-background can produce, so nothing maps to ``<unk>`` and every answer word is one token. It
+download. Its vocabulary is the closed set of words the task generator (all 20 bAbI tasks)
+and the builtin background can produce, so nothing maps to ``<unk>`` and every answer word is one token. It
 is built from sorted word lists, so ids are identical on every machine and run; it is saved
 next to every checkpoint with ``save_pretrained`` anyway.
 """
@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from rmt.tasks.babilong.background import builtin_vocabulary
 from rmt.tasks.babilong.format import ANSWER_MARKER
-from rmt.tasks.babilong.generator import vocabulary as generator_vocabulary
+from rmt.tasks.babilong.generators import vocabulary as generator_vocabulary
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIAL_TOKENS = (PAD, UNK, EOS)  # ids 0, 1, 2
@@ -38,6 +38,18 @@ def tokenizer_words() -> list[str]:
     # also allow capitalised/lower-case variants of task words (sentence starts, user text)
     words |= {w.lower() for w in words} | {w[:1].upper() + w[1:] for w in words}
     return sorted(words)
+
+
+def unknown_words(texts: Iterable[str], tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """Words of ``texts`` that ``tokenizer`` maps to its unknown token (empty when none).
+
+    Used to check, before training, that no fact, question or answer reads as ``<unk>``.
+    """
+    unk = tokenizer.unk_token_id
+    if unk is None:  # byte-level tokenizers have no unknown token
+        return set()
+    words = {w for text in texts for w in split_words(text)}
+    return {w for w in words if unk in tokenizer(w, add_special_tokens=False)["input_ids"]}
 
 
 @functools.lru_cache(maxsize=8)
