@@ -94,6 +94,7 @@ def test_resume_continues_the_run_in_its_folder(resumed):
     assert steps == list(range(1, stopped_at + 3))  # no gap, no replayed step
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == stopped_at + 2 and summary["stopped"] == "max_steps"
+    assert summary["scoring"] == "babilong"  # the rule behind its accuracies
     assert list((run / ".hydra").glob("resume-*/overrides.yaml"))  # original .hydra kept
     assert "debug=fast" in (run / ".hydra" / "overrides.yaml").read_text()
     assert "summary" in (run / "train.log").read_text()

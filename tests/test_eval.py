@@ -66,10 +66,12 @@ def test_cli_end_to_end(run_dir: Path, tmp_path: Path, monkeypatch, capsys):
         assert r.accuracy == pytest.approx(100 * r.correct / r.n)
         assert r.length_tokens == {"0k": 0, "512": 512}[r.length]
         assert r.checkpoint == str(run_dir / "best")
+        assert r.scoring == "babilong"  # the run's task.scoring (the default rule)
     payload = json.loads((out / "results.json").read_text())
     assert [row for row in payload["results"]] == [r.as_dict() for r in rows]
     assert payload["meta"]["models"][0]["step"] == 7
     assert payload["meta"]["models"][0]["baseline_window"] == 128
+    assert payload["meta"]["models"][0]["scoring"] == "babilong"
     # the predictions file agrees with the table, cell by cell
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 * 3
@@ -152,10 +154,11 @@ def test_babilong_source_reads_babilong_files(run_dir: Path, tmp_path: Path):
     out = tmp_path / "babilong_out"  # a local copy in the published format (or a Hub id)
     res = run_eval_inprocess(
         [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[0k]", "samples=5",
-         "data.source=babilong", f"data.path={root}", "progress_bar=false"],
+         "data.source=babilong", f"data.path={root}", "progress_bar=false", "scoring=strict"],
         out,
     )  # fmt: skip
     assert len(res) == 1 and res[0].n == 2  # fewer rows than samples: all rows, n says so
+    assert res[0].scoring == "strict" and read_csv(out / "results.csv")[0].scoring == "strict"
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["target"] for p in preds] == ["kitchen", "office"]
     with pytest.raises(ValueError, match="found no BABILong data"):

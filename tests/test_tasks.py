@@ -1,4 +1,5 @@
-"""The task interface: registry, source names (generated | babi | babilong), renamed sources."""
+"""The task interface: registry, source names (generated | babi | babilong), renamed sources,
+the scoring rule the task owns."""
 
 from __future__ import annotations
 
@@ -109,3 +110,35 @@ def test_renamed_eval_sources_name_the_new_value(old):
     message = str(err.value)
     assert message.startswith(f"data.source={old} was renamed: use data.source=babilong")
     assert "\n" not in message
+
+
+QA7 = "How many objects is Mary carrying?"
+QA19 = "How do you go from the kitchen to the garden?"
+
+
+def test_the_task_owns_its_scoring_rule(tok):
+    """task.scoring: BABILong's published rule by default, rmt's corrections when strict."""
+    published, strict = _task(tok), _task(tok, scoring="strict")
+    assert (published.scoring, strict.scoring) == ("babilong", "strict")
+    for output, target, question, task in [("none", "none", QA7, "qa7"),
+                                           ("w, s", "w,s", QA19, "qa19")]:  # fmt: skip
+        kw = dict(target=target, question=question, task=task)
+        assert not published.judge(output, **kw).correct
+        assert strict.judge(output, **kw).correct
+    assert published.judge("one", target="one", question=QA7, task="qa7").correct
+
+
+def test_unknown_scoring_fails_at_validation():
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(["task.scoring=exact"]), check_backbone=False)
+    assert str(err.value).startswith("task.scoring='exact' is not a scoring rule")
+    with pytest.raises(ConfigError, match="^scoring='loose' is not a scoring rule"):
+        validate_eval(compose_config(["checkpoint=x", "scoring=loose"], config_name="eval"))
+
+
+def test_rmt_eval_scoring_replaces_the_runs_only_when_given():
+    run_task = OmegaConf.structured(BabilongTaskConfig(scoring="strict"))
+    keep = compose_config(["checkpoint=x"], config_name="eval")
+    assert BabilongTask.eval_config(run_task, keep).scoring == "strict"
+    given = compose_config(["checkpoint=x", "scoring=babilong"], config_name="eval")
+    assert BabilongTask.eval_config(run_task, given).scoring == "babilong"

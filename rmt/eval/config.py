@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from rmt.tasks.babilong.config import BACKGROUND_KINDS, BackgroundConfig
 from rmt.tasks.babilong.haystack import parse_length
+from rmt.tasks.babilong.scoring import check_scoring
 from rmt.tasks.babilong.sources import EVAL_RENAMED, check_source
 
 
@@ -65,6 +66,7 @@ class EvalConfig:
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     background: EvalBackgroundConfig = field(default_factory=EvalBackgroundConfig)
     position: list[float] | None = None  # fact placement [start, end]; None = the run's
+    scoring: str | None = None  # None = the run's task.scoring; babilong | strict
     max_new_tokens: int = 8
     baseline: bool = False  # also score the backbone alone on the end of the input
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:1 ...
@@ -100,6 +102,8 @@ def validate(cfg: DictConfig) -> None:
             "give one name per checkpoint or leave names empty."
         )
     check_source(cfg.data.source, key="data.source", path_key="data.path", renamed=EVAL_RENAMED)
+    if cfg.scoring is not None:
+        check_scoring(cfg.scoring, key="scoring")
     if cfg.data.source == "babi" and not cfg.data.path:
         raise ValueError(
             "data.source=babi needs data.path=<folder with the bAbI .txt files> "

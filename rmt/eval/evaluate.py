@@ -87,7 +87,8 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def run_task(run_config: DictConfig, cfg: DictConfig, tokenizer) -> Task:
-    """The run's own task with rmt-eval's data keys applied (tasks, data source, background)."""
+    """The run's own task with rmt-eval's data keys applied (tasks, data source, background,
+    scoring)."""
     task_cfg = run_config.task
     cls = task_class(task_cfg.get("type") or "babilong")  # configs before task.type were BABILong
     task_cfg = OmegaConf.merge(OmegaConf.structured(cls.config_class), task_cfg)
@@ -213,5 +214,6 @@ def _meta(cfg, name: str, ck, model) -> dict:
         "metric_name": ck.trainer_state.get("metric_name"),
         **memory_summary(model),
         "segment_size": model.config.segment_size,
+        "scoring": task.scoring,
         "baseline_window": baseline_window(model) if cfg.baseline else None,
     }

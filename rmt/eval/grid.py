@@ -149,7 +149,7 @@ def _result(grid: Grid, cell: EvalCell, mode: str, s: CellScore) -> EvalResult:
         model=grid.name, mode=mode, task=cell.task, length=cell.length,
         length_tokens=cell.tokens, accuracy=100.0 * s.correct / s.n,
         exact_match=100.0 * s.exact / s.n, correct=s.correct, n=s.n,
-        seconds=round(s.seconds, 3), checkpoint=grid.checkpoint,
+        seconds=round(s.seconds, 3), checkpoint=grid.checkpoint, scoring=grid.task.scoring,
     )  # fmt: skip
 
 

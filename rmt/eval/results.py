@@ -27,6 +27,7 @@ RESULT_FIELDS = (
     "n",
     "seconds",
     "checkpoint",
+    "scoring",
 )
 
 
@@ -40,12 +41,13 @@ class EvalResult:
         task: bAbI task name, e.g. ``"qa1"``.
         length: length label as configured, e.g. ``"4k"``.
         length_tokens: the same length in tokens (``4096``), used to order columns.
-        accuracy: percentage of samples judged correct by the BABILong rule.
+        accuracy: percentage of samples judged correct by the task's rule (``scoring``).
         exact_match: percentage of samples whose first output line equals the target.
         correct: number of samples judged correct (``accuracy == 100 * correct / n``).
         n: number of samples scored.
         seconds: wall time spent building, running and scoring this cell.
         checkpoint: path of the checkpoint folder that was read.
+        scoring: the rule that judged the answers (BABILong: ``babilong`` or ``strict``).
     """
 
     model: str
@@ -59,6 +61,7 @@ class EvalResult:
     n: int
     seconds: float
     checkpoint: str
+    scoring: str = ""  # empty in results.csv files written before the column existed
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,6 +96,7 @@ def read_csv(path: str | Path) -> list[EvalResult]:
                     n=int(rec["n"]),
                     seconds=float(rec["seconds"]),
                     checkpoint=rec["checkpoint"],
+                    scoring=rec.get("scoring", ""),
                 )
             )
     return rows

@@ -188,6 +188,12 @@ class Task(ABC):
     def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
         """Score one generated answer."""
 
+    @property
+    def scoring(self) -> str:
+        """Name of the rule :meth:`judge` applies, recorded in results files next to the
+        accuracies it produced (a task with one rule keeps this default)."""
+        return self.name
+
     def eval_cells(
         self, tasks: Sequence[str], lengths: Sequence[tuple[str, int]]
     ) -> list[EvalCell]:

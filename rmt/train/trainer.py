@@ -399,6 +399,7 @@ class Trainer:
         return {
             "best_metric": p.best_metric,
             "metric_name": self.metric_name,
+            "scoring": self.task.scoring,
             "best_step": p.best_step,
             f"final_{self.task.metric}": self.last_valid[self.task.metric],
             "final_loss": self.last_valid["loss"],

@@ -48,6 +48,7 @@ class BabilongTaskConfig(TaskConfig):
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     position: list[float] = field(default_factory=lambda: [0.0, 1.0])  # where facts may sit
     facts_before_last_segment: bool = False  # facts end before the question's segment
-    min_facts: int | None = None  # generator: fewer facts per story (easier early curriculum)
-    max_facts: int | None = None
+    min_facts: int | None = None  # fewest facts per story (generated: drawn; babi: filtered)
+    max_facts: int | None = None  # most facts per story (generated: drawn; babi: filtered)
+    scoring: str = "babilong"  # babilong (BABILong's published rule) | strict (rmt's corrections)
     curriculum: list[BabilongStage] = field(default_factory=lambda: [BabilongStage(segments=[2])])

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from rmt.errors import ConfigError
+
 # Answer labels per task, as in BABILong's metrics (qa5 keeps its capitalised names;
 # matching is case-insensitive).
 TASK_LABELS: dict[str, tuple[str, ...]] = {
@@ -106,6 +108,15 @@ def target_labels(target: str, task: str) -> set[str]:
 
 
 SCORINGS = ("babilong", "strict")
+
+
+def check_scoring(value: str, *, key: str) -> None:
+    """Raise ConfigError naming the choices when ``value`` (the config ``key``) is no rule."""
+    if value not in SCORINGS:
+        raise ConfigError(
+            f"{key}={value!r} is not a scoring rule; use {key}=babilong (BABILong's published "
+            f"rule, the default) or {key}=strict (rmt's corrections for qa7 'none', qa19 'w, s')."
+        )
 
 
 def _babilong_first_sentence(output: str) -> str:

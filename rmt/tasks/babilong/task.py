@@ -27,7 +27,7 @@ from rmt.tasks.babilong.config import BACKGROUND_KINDS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
 from rmt.tasks.babilong.generators import fact_range
 from rmt.tasks.babilong.haystack import HaystackBuilder
-from rmt.tasks.babilong.scoring import TASK_LABELS, compare_answers, exact_match
+from rmt.tasks.babilong.scoring import TASK_LABELS, check_scoring, compare_answers, exact_match
 from rmt.tasks.babilong.sources import (
     TRAIN_RENAMED,
     babi_stories,
@@ -61,6 +61,7 @@ class BabilongTask(Task):
     def check_config(cls, cfg: DictConfig) -> None:
         task = cfg.task
         check_source(task.source, key="task.source", path_key="task.path", renamed=TRAIN_RENAMED)
+        check_scoring(task.scoring, key="task.scoring")
         _check_tasks(task)
         _check_source_paths(task)
         _check_background(task.background)
@@ -72,7 +73,7 @@ class BabilongTask(Task):
 
     @classmethod
     def eval_config(cls, task_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
-        """rmt-eval's tasks, position, background and data source replace the run's."""
+        """rmt-eval's tasks, position, background, data source and scoring replace the run's."""
         cfg = task_cfg.copy()
         if eval_cfg.tasks is not None:
             cfg.tasks = list(eval_cfg.tasks)
@@ -81,6 +82,8 @@ class BabilongTask(Task):
         if eval_cfg.background.kind is not None:  # an explicit background replaces the run's
             cfg.background = OmegaConf.merge(cfg.background, eval_cfg.background)
         cfg.source, cfg.path = eval_cfg.data.source, eval_cfg.data.path
+        if eval_cfg.scoring is not None:
+            cfg.scoring = eval_cfg.scoring
         return cfg
 
     # ------------------------------------------------------------------ training data
@@ -192,9 +195,13 @@ class BabilongTask(Task):
     def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
         return Verdict(
             output=output,
-            correct=compare_answers(target, output, question, task),
+            correct=compare_answers(target, output, question, task, scoring=self.cfg.scoring),
             exact=exact_match(target, output),
         )
+
+    @property
+    def scoring(self) -> str:
+        return self.cfg.scoring
 
     def check_subtasks(self, tasks: Sequence[str]) -> None:
         unknown = [t for t in tasks if t not in TASK_LABELS]
