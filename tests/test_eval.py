@@ -189,6 +189,29 @@ def test_babi_source_hides_babi_file_stories(run_dir: Path, tmp_path: Path):
     assert all(p["prompt_tokens"] > 200 for p in preds)  # a 200-token haystack, then the question
 
 
+def test_a_run_trained_on_babi_files_is_evaluated_on_their_test_file(tmp_path: Path):
+    """Without data.source, rmt-eval reads the run's own source: its bAbI _test file."""
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "babi"
+    folder.mkdir()
+    (folder / "qa1_single-supporting-fact_test.txt").write_text(
+        "1 Sandra journeyed to the garden.\n2 Where is Sandra? \tgarden\t1\n"
+    )
+    run = make_checkpoint(tmp_path / "12-00-00_babi", tasks=("qa1",))
+    for config in (run / "config.yaml", run / "best" / "config.yaml"):
+        cfg = OmegaConf.load(config)
+        cfg.task.source, cfg.task.path = "babi", str(folder)
+        config.write_text(OmegaConf.to_yaml(cfg))
+    out = tmp_path / "out"
+    res = run_eval_inprocess(
+        [f"checkpoint={run}", "lengths=[0k]", "samples=5", "progress_bar=false"], out
+    )
+    assert len(res) == 1 and res[0].n == 1  # the file's one question, not generated stories
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["target"] for p in preds] == ["garden"]
+
+
 @pytest.mark.slow
 def test_console_script_subprocess(run_dir: Path, tmp_path: Path):
     """The installed ``rmt-eval`` command (a fresh process), as a user runs it."""

@@ -71,7 +71,10 @@ def test_babi_source_reads_the_txt_files(tok, tmp_path: Path):
     task = _task(tok, source="babi", path=str(tmp_path))
     assert not task.endless
     ds = task.dataset("train", stage=0, seed=0, num_samples=None)
-    assert len(ds) == 6 and {ds[(i, 64)]["target"] for i in range(6)} == {"bathroom", "hallway"}
+    assert len(ds) == 4 and {ds[(i, 64)]["target"] for i in range(4)} == {"bathroom", "hallway"}
+    # validation: one of the three stories, held out of the _train file (at most half)
+    assert len(task.dataset("validation", stage=0, seed=0, num_samples=None)) == 2
+    assert len(task.stories("test")) == 6  # the _test file is for rmt-eval only
     with pytest.raises(ConfigError, match="task.path=.* has no qa2_\\*_train.txt"):
         _task(tok, source="babi", path=str(tmp_path), tasks=["qa2"]).dataset(
             "train", stage=0, seed=0, num_samples=None

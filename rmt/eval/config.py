@@ -24,16 +24,18 @@ from rmt.tasks.babilong.sources import EVAL_RENAMED, check_source
 class EvalDataConfig:
     """Where the samples come from (the same names as ``task.source`` of rmt-train).
 
+    ``None`` (default): the run's own ``task.source``/``task.path``, so a run trained on bAbI
+    files is evaluated on their ``_test`` files, not on generated stories.
     ``generated``: built on the fly from the offline bAbI generator (``split`` stories) and the
     background text, seeded by ``seed`` so two evaluations score identical samples.
-    ``babi``: stories from the raw bAbI ``.txt`` files in ``path`` (``_test`` files), hidden in
-    the background text the same way.
+    ``babi``: stories from the raw bAbI ``.txt`` files in ``path`` (``_test`` files of a folder,
+    or the one file given), hidden in the background text the same way.
     ``babilong``: pre-built BABILong rows: the published ``RMT-team/babilong`` set (or another
     id in ``path``; needs internet or the cache), or a local copy in the published format (a
     folder with ``<length>/<task>`` files, json/jsonl/parquet or ``save_to_disk``).
     """
 
-    source: str = "generated"  # generated | babi | babilong
+    source: str | None = None  # None = the run's task.source; generated | babi | babilong
     path: str | None = (
         None  # babi: bAbI folder; babilong: Hub id (default RMT-team/babilong) or folder
     )
@@ -101,12 +103,13 @@ def validate(cfg: DictConfig) -> None:
             f"names has {len(cfg.names)} entries for {len(checkpoint_list(cfg))} checkpoints; "
             "give one name per checkpoint or leave names empty."
         )
-    check_source(cfg.data.source, key="data.source", path_key="data.path", renamed=EVAL_RENAMED)
+    if cfg.data.source is not None:
+        check_source(cfg.data.source, key="data.source", path_key="data.path", renamed=EVAL_RENAMED)
     if cfg.scoring is not None:
         check_scoring(cfg.scoring, key="scoring")
     if cfg.data.source == "babi" and not cfg.data.path:
         raise ValueError(
-            "data.source=babi needs data.path=<folder with the bAbI .txt files> "
+            "data.source=babi needs data.path=<a bAbI .txt file or the folder of them> "
             "(e.g. tasks_1-20_v1-2/en-10k)."
         )
     for key in ("samples", "batch_size", "max_batch_tokens", "max_new_tokens"):

@@ -190,7 +190,7 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
             batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
             progress=cfg.progress_bar,
         )  # fmt: skip
-        return rows, _meta(cfg, name, ck, model)
+        return rows, _meta(cfg, name, ck, model, task)
     modes = ("rmt", "baseline") if cfg.baseline else ("rmt",)
     with open(predictions, "a") if predictions else contextlib.nullcontext() as pred_file:
         grid = Grid(
@@ -200,10 +200,10 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
         )  # fmt: skip
         rows = evaluate_model(model, grid, cells, items, progress=cfg.progress_bar,
                               samples_per_cell=cfg.samples)  # fmt: skip
-    return rows, _meta(cfg, name, ck, model)
+    return rows, _meta(cfg, name, ck, model, task)
 
 
-def _meta(cfg, name: str, ck, model) -> dict:
+def _meta(cfg, name: str, ck, model, task: Task) -> dict:
     """The entry of ``meta.models`` in results.json for one checkpoint."""
     return {
         "name": name,

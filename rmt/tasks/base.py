@@ -140,8 +140,9 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def offline_tokenizer(cls):
-        """The tokenizer used when the backbone brings none (tiny random backbones)."""
+    def offline_tokenizer(cls, cfg: DictConfig):
+        """The tokenizer used when the backbone brings none (tiny random backbones), covering
+        the data the ``task`` config ``cfg`` reads."""
 
     @classmethod
     def eval_config(cls, task_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:

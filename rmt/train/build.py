@@ -23,7 +23,9 @@ from rmt.tasks.base import Task, build_task, task_class
 def build_tokenizer(cfg: DictConfig):
     """The task's offline tokenizer for tiny backbones, else the pretrained one."""
     name = cfg.backbone.tokenizer or cfg.backbone.pretrained
-    return task_class(cfg.task.type).offline_tokenizer() if name is None else load_tokenizer(name)
+    if name is None:
+        return task_class(cfg.task.type).offline_tokenizer(cfg.task)
+    return load_tokenizer(name)
 
 
 def rmt_kwargs(cfg: DictConfig) -> dict:

@@ -22,10 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, Dataset
 
 from rmt.errors import ConfigError
+from rmt.tasks.babilong import preflight
+from rmt.tasks.babilong.babi import BabiFormatError
 from rmt.tasks.babilong.background import make_background
 from rmt.tasks.babilong.config import BACKGROUND_KINDS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
-from rmt.tasks.babilong.generators import fact_range
 from rmt.tasks.babilong.haystack import HaystackBuilder
 from rmt.tasks.babilong.scoring import TASK_LABELS, check_scoring, compare_answers, exact_match
 from rmt.tasks.babilong.sources import (
@@ -33,12 +34,12 @@ from rmt.tasks.babilong.sources import (
     babi_stories,
     babilong_rows,
     check_source,
+    within_facts,
 )
 from rmt.tasks.babilong.tokenizer import build_tokenizer
 from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task, tokenizer_key
 from rmt.tasks.generative import answer_metrics, answer_rows, compute_loss
 
-PREFLIGHT_SAMPLES = 64  # largest-story samples built per stage before training
 DEBUG_FACTS = 2  # task.debug=true (debug=fast): stories of at most this many facts
 
 
@@ -54,7 +55,7 @@ class BabilongTask(Task):
         self.builder = None
         if cfg.source != "babilong":  # published rows come with their own haystack
             self.builder = shared_builder(tokenizer, cfg.background, seed)
-        self._stories: dict[str, list] = {}
+        self._stories: dict[str, object] = {}  # per split: bAbI questions or pre-built rows
 
     # ------------------------------------------------------------------ config, tokenizer
     @classmethod
@@ -68,8 +69,10 @@ class BabilongTask(Task):
         _check_samples(task, cfg.trainer.batch_size)
 
     @classmethod
-    def offline_tokenizer(cls):
-        return build_tokenizer()
+    def offline_tokenizer(cls, cfg: DictConfig):
+        """Word-level tokenizer over the generator's words, the builtin background and every
+        word of the bAbI files or pre-built rows the run reads (``cfg`` is the task node)."""
+        return build_tokenizer(extra_texts=sorted(data_texts(cfg)))
 
     @classmethod
     def eval_config(cls, task_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
@@ -81,21 +84,22 @@ class BabilongTask(Task):
             cfg.position = [float(p) for p in eval_cfg.position]
         if eval_cfg.background.kind is not None:  # an explicit background replaces the run's
             cfg.background = OmegaConf.merge(cfg.background, eval_cfg.background)
-        cfg.source, cfg.path = eval_cfg.data.source, eval_cfg.data.path
+        if eval_cfg.data.source is not None:  # else the run's own source (bAbI files stay)
+            cfg.source, cfg.path = eval_cfg.data.source, eval_cfg.data.path
         if eval_cfg.scoring is not None:
             cfg.scoring = eval_cfg.scoring
         return cfg
 
     # ------------------------------------------------------------------ training data
     def stories(self, split: str):
-        """Fixed bAbI stories of ``split`` (source=babi), or None for the generator."""
+        """Fixed bAbI stories of ``split`` (source=babi), or None for the generator.
+
+        Validation holds whole stories out of the ``_train`` files; only ``test`` (rmt-eval)
+        reads the ``_test`` files."""
         if self.cfg.source != "babi":
             return None
         if split not in self._stories:
-            try:
-                self._stories[split] = babi_stories(self.cfg.path, list(self.cfg.tasks), split)
-            except FileNotFoundError as err:
-                raise ConfigError(f"task.{err}") from err
+            self._stories[split] = read_stories(self.cfg, split)
         return self._stories[split]
 
     def dataset(self, split: str, *, stage: int, seed: int, num_samples: int | None) -> Dataset:
@@ -104,7 +108,8 @@ class BabilongTask(Task):
             return self._published(split)
         low, high = self.facts(cfg.curriculum[stage])
         stories = self.stories(split)
-        if stories is not None:
+        if stories is not None:  # bAbI files: the stage's bounds filter the real stories
+            stories = within_facts(stories, low, high)
             num_samples = min(num_samples or len(stories), len(stories))
         return BabilongDataset(
             list(cfg.tasks), split=split, num_samples=num_samples, tokenizer=self.tokenizer,
@@ -126,14 +131,18 @@ class BabilongTask(Task):
         return low, high
 
     def _published(self, split: str) -> Dataset:
-        """Pre-built rows; the first valid_samples rows per task are held out for validation."""
+        """Pre-built rows; the first valid_samples rows per task are held out for validation.
+        Built once per split, so rows tokenized by the preflight are not tokenized again."""
+        if split in self._stories:
+            return self._stories[split]
         cfg, parts = self.cfg, []
         for name in cfg.tasks:
             rows = babilong_rows(cfg.path, length=cfg.babilong_length, task=name)
             n_valid = min(cfg.valid_samples, len(rows) // 2)
             keep = range(n_valid) if split == "validation" else range(n_valid, len(rows))
             parts.append(BabilongTextDataset(rows.select(keep), self.tokenizer, name))
-        return _IndexOnly(ConcatDataset(parts))
+        self._stories[split] = _IndexOnly(ConcatDataset(parts))
+        return self._stories[split]
 
     @property
     def endless(self) -> bool:
@@ -143,43 +152,27 @@ class BabilongTask(Task):
         return collate(items, pad_id=self.tokenizer.pad_token_id)
 
     def preflight(self) -> None:
-        """Fail before training when the longest generated stories cannot fit their segments.
-
-        Builds, for every stage and segment count, a few samples with the largest number of
-        facts the stage allows, so a config whose facts overflow the room before the question
-        (or before the last segment) stops now, naming the keys to change.
-        """
-        if self.cfg.source != "generated":
-            return
-        for i, stage in enumerate(self.cfg.curriculum):
-            for name in self.cfg.tasks:
-                self._preflight_stage(i, stage, name)
-
-    def _preflight_stage(self, i: int, stage, name: str) -> None:
-        cfg, size = self.cfg, self.segment_size
-        try:
-            _, most = fact_range(name, *self.facts(stage))
-        except ValueError as err:
-            raise ConfigError(f"task.min_facts/max_facts for {name}: {err}") from err
-        worst = BabilongDataset(
-            name, split="validation", num_samples=PREFLIGHT_SAMPLES, tokenizer=self.tokenizer,
-            builder=self.builder, total_length=size, seed=self.seed,
-            position=tuple(cfg.position), facts_end_from_end=self.facts_end,
-            min_facts=most, max_facts=most,
-        )  # fmt: skip
-        for n in sorted(set(stage.segments)):
-            total = n * size
-            try:
-                for index in range(len(worst)):
-                    got = len(worst[(index, total)]["input_ids"])
-                    if got > total:  # the builder returns bare facts when they overflow
-                        raise ValueError(f"the sample needs {got} > {total} tokens")
-            except ValueError as err:
-                raise ConfigError(
-                    f"task.curriculum[{i}] with {n} segment(s) of segment.size={size}: {name} "
-                    f"stories of {most} facts do not fit ({err}). Lower task.max_facts (or the "
-                    "stage's max_facts), raise segment.size, or use more segments."
-                ) from err
+        """Fail before training when a stage's largest samples cannot fit its segments, or an
+        answer would read as ``<unk>`` (see :mod:`rmt.tasks.babilong.preflight`)."""
+        cfg = self.cfg
+        if cfg.source == "babilong":
+            rows = {split: self._published(split) for split in ("train", "validation")}
+            for i, stage in enumerate(cfg.curriculum):
+                for dataset in rows.values():
+                    preflight.check_rows(i, stage, dataset, self.segment_size)
+            answers = {"rows": {d[i]["target"] for d in rows.values() for i in range(len(d))}}
+        elif cfg.source == "babi":
+            stories = self.stories("train") + self.stories("validation")
+            for i, stage in enumerate(cfg.curriculum):
+                for name in cfg.tasks:
+                    preflight.check_stories(self, i, stage, name, stories)
+            answers = {t: {s.answer for s in stories if s.task == t} for t in cfg.tasks}
+        else:
+            for i, stage in enumerate(cfg.curriculum):
+                for name in cfg.tasks:
+                    preflight.check_generated(self, i, stage, name)
+            answers = {t: set(TASK_LABELS[t]) for t in cfg.tasks}
+        preflight.check_answers(self.tokenizer, answers)
 
     def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
         return compute_loss(model, batch, aux_weight)
@@ -261,10 +254,10 @@ def _check_tasks(task: DictConfig) -> None:
 
 
 def _check_source_paths(task: DictConfig) -> None:
-    if task.source == "babi" and (task.path is None or not os.path.isdir(task.path)):
+    if task.source == "babi" and (task.path is None or not os.path.exists(task.path)):
         raise ConfigError(
-            f"task.source=babi needs task.path=<folder with the bAbI .txt files>; "
-            f"{task.path!r} is not a folder."
+            f"task.source=babi needs task.path=<a bAbI .txt file or the folder of them>; "
+            f"{task.path!r} does not exist."
         )
 
 
@@ -306,6 +299,36 @@ class _IndexOnly(Dataset):
 
     def __getitem__(self, key):
         return self.dataset[key[0] if isinstance(key, tuple) else key]
+
+
+def read_stories(cfg: DictConfig, split: str) -> list:
+    """bAbI questions of ``split``; a missing or malformed file is a one-line ConfigError."""
+    try:
+        return babi_stories(cfg.path, list(cfg.tasks), split, valid_samples=cfg.valid_samples)
+    except FileNotFoundError as err:
+        raise ConfigError(f"task.{err}") from err
+    except BabiFormatError as err:
+        raise ConfigError(f"task.path: {err}") from err
+
+
+def data_texts(cfg: DictConfig) -> set[str]:
+    """Every distinct sentence, question and answer of the bAbI files or rows a run reads."""
+    texts: set[str] = set()
+    if cfg.source == "babi":
+        for split in ("train", "test"):
+            try:
+                stories = read_stories(cfg, split)
+            except ConfigError:
+                if split == "train":  # test files are optional: rmt-eval reads them later
+                    raise
+                continue
+            for s in stories:
+                texts.update((*s.facts, s.question, s.answer))
+    elif cfg.source == "babilong":
+        for name in cfg.tasks:
+            for row in babilong_rows(cfg.path, length=cfg.babilong_length, task=name):
+                texts.update((str(row["input"]), row["question"], str(row["target"])))
+    return texts
 
 
 def _first(*values):
