@@ -9,6 +9,8 @@ from helpers import CONF_DIR, compose_config
 from omegaconf import OmegaConf
 
 from rmt.config.schema import ConfigError, validate
+from rmt.tasks.babilong import preflight
+from rmt.train import build
 
 GROUPS = ["backbone", "memory", "segment", "bptt", "task", "optim", "trainer"]
 # options that only make sense with another choice (512-token segments need a bigger model)
@@ -45,6 +47,18 @@ def test_every_group_option_composes_and_validates(group, option):
     hub = cfg.backbone.pretrained is not None
     validate(cfg, check_backbone=not hub)
     validate(compose_config(picks), check_backbone=not hub)
+
+
+@pytest.mark.parametrize("number", range(1, 21))
+def test_every_babilong_task_composes_and_preflights_as_typed(number, monkeypatch):
+    """`rmt-train task=babilong_qaN` as typed (default experiment, 32-token segments): the
+    YAML's explicit min_facts/max_facts bound real-length bAbI stories (qa3 reaches 240
+    facts) to what its curriculum's segments hold, so the preflight passes."""
+    monkeypatch.setattr(preflight, "PREFLIGHT_SAMPLES", 16)
+    cfg = compose_config([f"task=babilong_qa{number}"])
+    assert cfg.task.min_facts is not None and cfg.task.max_facts is not None
+    validate(cfg)
+    build.task_for(cfg, build.build_tokenizer(cfg)).preflight()
 
 
 @pytest.mark.parametrize("name", _options("experiment"))
