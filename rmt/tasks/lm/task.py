@@ -72,7 +72,7 @@ class LmTask(Task):
             )
 
     @classmethod
-    def offline_tokenizer(cls):
+    def offline_tokenizer(cls, cfg: DictConfig):
         """The word-level tokenizer of the builtin text (other text maps unknown words to
         ``<unk>``: give files/hf sources a real tokenizer, e.g. ``backbone.tokenizer=gpt2``)."""
         return build_tokenizer()
