@@ -126,14 +126,23 @@ def new_state(**fields: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- saving, loading
-def save_best(target: Path, *, model, tokenizer, cfg: DictConfig, state: dict[str, Any]) -> None:
+def save_best(
+    target: Path,
+    *,
+    model,
+    tokenizer,
+    cfg: DictConfig,
+    state: dict[str, Any],
+    state_dict: dict[str, Any] | None = None,
+) -> None:
     """Write ``best/``: HF-native model + tokenizer + config.yaml + trainer_state.json.
 
     ``model`` must be the unwrapped model (``accelerator.unwrap_model``); call on the main
-    process only.
+    process only. ``state_dict``: the full weights gathered from a sharded model
+    (``rmt.train.distributed.consolidated_state_dict``); ``None`` saves the model's own.
     """
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,36 @@ def checkout_env(**extra: str) -> dict[str, str]:
 def python_module(module: str) -> list[str]:
     """``python -m <module>`` with this interpreter (never a console script found on PATH)."""
     return [sys.executable, "-m", module]
+
+
+def launch_two_processes(root: Path, name: str, engine: list[str], args: list[str], **env: str):
+    """``accelerate launch`` of ``rmt-train`` with 2 CPU processes; output to ``<root>/<name>.out``.
+
+    ``engine``: ``["--multi_gpu"]`` (DDP over gloo) runs this checkout's ``rmt.cli.train``;
+    FSDP/DeepSpeed flags run it through tests/engine_cpu_probe.py (see there why).
+    """
+    program = (
+        ["-m", "rmt.cli.train"]
+        if engine == ["--multi_gpu"]
+        else [str(TESTS / "engine_cpu_probe.py")]
+    )
+    cmd = [*python_module("accelerate.commands.launch"), *engine, "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "0", *program, *args]  # fmt: skip
+    log = Path(root) / f"{name}.out"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=root, env=checkout_env(**env), stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    return proc, log
+
+
+def finish(proc, log: Path) -> tuple[int, str]:
+    """Exit status and output of a :func:`launch_two_processes` run (killed after 10 minutes)."""
+    try:
+        return proc.wait(timeout=600), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 @contextmanager

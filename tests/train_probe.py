@@ -46,7 +46,8 @@ def _record(event: dict, name: str | None = None) -> None:
 def _digest(tensors) -> str:
     h = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        t = t.to_local() if hasattr(t, "to_local") else t  # FSDP2: this rank's shard
+        h.update(t.detach().float().cpu().clone().numpy().tobytes())  # clone: numpy() pins storage
     return h.hexdigest()[:16]
 
 

@@ -36,6 +36,7 @@ from rmt.tasks.base import task_class
 DEFAULT_TASK = "babilong"
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+TRACKERS = ("wandb", "mlflow")  # trainer.log_with (Accelerate trackers, rmt/train/trackers.py)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class TrainerConfig:
     num_workers: int = 0
     aux_lm_loss: float = 0.0  # >0 adds this weight x next-token loss on unlabelled text
     progress_bar: bool = True
+    log_with: list[str] = field(default_factory=list)  # [] (off) | wandb | mlflow: trackers
 
 
 @dataclass
@@ -340,6 +342,8 @@ def _check_trainer(cfg: DictConfig) -> None:
     tr, optim = cfg.trainer, cfg.optim
     _check_choice(optim.scheduler.name, "optim.scheduler.name", SCHEDULERS)
     _check_choice(tr.mixed_precision, "trainer.mixed_precision", PRECISIONS)
+    for tracker in tr.log_with:
+        _check_choice(tracker, "trainer.log_with", TRACKERS)
     _check_at_least(
         ("trainer.max_steps", tr.max_steps, 1),
         ("trainer.batch_size", tr.batch_size, 1),

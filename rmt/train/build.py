@@ -18,6 +18,7 @@ from rmt.modeling.backbones import load_backbone, tiny_backbone_config
 from rmt.modeling.factory import build_model as build_rmt
 from rmt.tasks.babilong.tokenizer import load_tokenizer
 from rmt.tasks.base import Task, build_task, task_class
+from rmt.train import trackers
 
 
 def build_tokenizer(cfg: DictConfig):
@@ -114,4 +115,5 @@ def make_accelerator(cfg: DictConfig) -> Accelerator:
         cpu=not has_device,  # `accelerate launch --multi_gpu` on a CPU machine: gloo processes
         mixed_precision=resolve_precision(cfg.trainer.mixed_precision),
         gradient_accumulation_steps=cfg.trainer.grad_accum,
+        **trackers.accelerator_kwargs(cfg),  # trainer.log_with (none by default)
     )

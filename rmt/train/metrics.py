@@ -12,15 +12,18 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rmt.run import METRICS_FILE, TB_DIR
+from rmt.train import trackers
 
 _NOT_SCALARS = ("stage", "samples", "minutes")  # logged to metrics.jsonl, not plotted
 
 
 class MetricsLog:
-    """metrics.jsonl + TensorBoard, written by the main process only."""
+    """metrics.jsonl + TensorBoard (+ the trackers of ``trainer.log_with``), main process only."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None) -> None:
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int | None,
+                 accelerator=None) -> None:  # fmt: skip
         self.enabled = enabled
+        self.accelerator = accelerator  # given when trackers are on
         self.path = run_dir / METRICS_FILE
         self.writer = None
         if not enabled:
@@ -46,6 +49,8 @@ class MetricsLog:
             if isinstance(value, int | float) and key not in _NOT_SCALARS:
                 self.writer.add_scalar(f"{split}/{key}", value, step)
         self.writer.flush()
+        if self.accelerator is not None:
+            trackers.log(self.accelerator, split, step, values)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -43,7 +43,7 @@ from rmt.run import (
     save_last,
     write_json,
 )
-from rmt.train import build, curriculum
+from rmt.train import build, curriculum, distributed, trackers
 from rmt.train.metrics import MetricsLog, Window, summary_table
 from rmt.train.resume import PreemptionGuard
 
@@ -99,6 +99,7 @@ class Trainer:
         """Run folder, model, optimizer, task and (when resuming) the saved state."""
         cfg = self.cfg
         self.accelerator = build.make_accelerator(cfg)
+        distributed.check_engine(self.accelerator, cfg.trainer.batch_size)
         self.main = self.accelerator.is_main_process
         if not self.main:
             _only_main_writes_logs()
@@ -106,10 +107,11 @@ class Trainer:
         if self.main:
             self._claim_run_dir()
         self.accelerator.wait_for_everyone()
+        trackers.start(self.accelerator, cfg, self.run_dir)
 
         set_seed(cfg.trainer.seed)
         self.tokenizer = build.build_tokenizer(cfg)
-        model = build.build_model(cfg, self.tokenizer)
+        model = distributed.shard(self.accelerator, build.build_model(cfg, self.tokenizer))
         optimizer = build.make_optimizer(cfg, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.task = build.task_for(cfg, self.tokenizer)
@@ -118,8 +120,9 @@ class Trainer:
             self.resume()
         self.seconds_before = self.progress.seconds
         self.metrics = MetricsLog(
-            self.run_dir, enabled=self.main, resume_step=self.progress.step if cfg.resume else None
-        )
+            self.run_dir, enabled=self.main, resume_step=self.progress.step if cfg.resume else None,
+            accelerator=self.accelerator if cfg.trainer.log_with else None,
+        )  # fmt: skip
 
     def _claim_run_dir(self) -> None:
         cfg, run_dir = self.cfg, self.run_dir
@@ -283,9 +286,8 @@ class Trainer:
         acc.wait_for_everyone()
         best = resolve_checkpoint(self.run_dir / BEST)
         if best is not None:
-            acc.unwrap_model(self.model).load_state_dict(load_model(best).state_dict())
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        inner.state.clear()  # moments of the previous stage do not describe the new data
+            distributed.load_weights(acc, self.model, load_model(best).state_dict())
+        distributed.reset_optimizer(self.optimizer)  # moments of the previous stage do not fit
         p.stage += 1
         p.stage_start = p.step
         p.epoch = p.stage_batches = 0
@@ -298,15 +300,18 @@ class Trainer:
         """Score the current stage's validation set, log it, save best/ (if better) and last/."""
         p = self.progress
         self.valid_step = p.step
-        result = self.evaluate()
+        with distributed.full_weights(self.accelerator, self.model):  # FSDP: whole weights
+            result = self.evaluate()  # (generation runs outside the root forward)
         result.update(stage=p.stage, segments=max(self.stages[p.stage].segments),
                       minutes=self.elapsed() / 60)  # fmt: skip
         self.metrics.log("valid", p.step, result)
         if self._improves(result[self.task.metric]):
             p.best_metric, p.best_step = result[self.task.metric], p.step
+            weights = distributed.consolidated_state_dict(self.accelerator, self.model)  # all ranks
             if self.main:
                 save_best(self.run_dir / BEST, model=self.accelerator.unwrap_model(self.model),
-                          tokenizer=self.tokenizer, cfg=self.cfg, state=self.state())  # fmt: skip
+                          state_dict=weights, tokenizer=self.tokenizer, cfg=self.cfg,
+                          state=self.state())  # fmt: skip
         self.accelerator.wait_for_everyone()
         self.save_last()
         return result
@@ -381,6 +386,7 @@ class Trainer:
                 "stopped at step %d; resume with: rmt-train resume=%s", p.step, self.run_dir
             )
             self.metrics.close()
+            self.accelerator.end_training()  # closes the trackers
             return {"stopped": stopped, "step": p.step, "signal": self.guard.received,
                     "output_dir": str(self.run_dir)}  # fmt: skip
         if self.valid_step != p.step:
