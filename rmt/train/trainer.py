@@ -4,7 +4,8 @@ Read top to bottom, as torchtune's recipes: ``setup`` (validate, seed, build, pr
 resume), ``fit`` (accumulate, clip, schedule, log, validate every N steps, curriculum stages),
 ``cleanup`` (summary, close writers). ``validate`` scores answers with the same
 generate-and-judge code as ``rmt-eval`` (:mod:`rmt.tasks.generative`); ``save_best`` and
-``save_last`` write the run folder of :mod:`rmt.run`.
+``save_last`` write the run folder of :mod:`rmt.run`. What a sharded engine (FSDP2, DeepSpeed)
+needs differently is in :mod:`rmt.train.distributed`, called at those few places.
 
 Everything that makes a resumed run continue exactly where it stopped lives in
 ``trainer_state.json`` (:class:`Progress`) and in ``accelerator.save_state`` (weights,
