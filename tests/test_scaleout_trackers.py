@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -32,13 +33,12 @@ def expected(run: Path) -> dict[tuple[str, int], float]:
     return table
 
 
-def wandb_history(run: Path) -> dict[tuple[str, int], float]:
-    """The history rows of an offline W&B run, read from its LevelDB-style ``.wandb`` log."""
+def wandb_records(path: Path) -> list:
+    """The records of a ``.wandb`` log (LevelDB-style: 32 KiB blocks of 7-byte-headed chunks)."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = run.glob("wandb/offline-run-*/run-*.wandb")
-    data, pos, block, pending, table = path.read_bytes(), 7, 32768, b"", {}
-    assert data[:4] == b":W&B"
+    data, pos, block, pending, records = path.read_bytes(), 7, 32768, b"", []
+    assert data[:4] == b":W&B"[: len(data)]  # (the 7-byte header may still be on its way)
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
@@ -47,15 +47,33 @@ def wandb_history(run: Path) -> dict[tuple[str, int], float]:
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last fragment of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
+            records.append(wandb_internal_pb2.Record())
+            records[-1].ParseFromString(pending)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
-                step = record.history.step.num
-                for item in record.history.item:
-                    key = item.key or "/".join(item.nested_key)
-                    if not key.startswith("_"):  # W&B's own _step, _runtime, _timestamp
-                        table[(key, step)] = json.loads(item.value_json)
+    return records
+
+
+def wandb_history(run: Path) -> dict[tuple[str, int], float]:
+    """The history rows of an offline W&B run, once its log is complete.
+
+    ``run.finish()`` returns before W&B's service process has written the log (it buffers it
+    until the stream closes), so wait for the run's ``exit`` record, at most a minute.
+    """
+    (path,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + 60
+    records = wandb_records(path)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{path} has no exit record after a minute"
+        time.sleep(0.2)
+        records = wandb_records(path)
+    table = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            step = record.history.step.num
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                if not key.startswith("_"):  # W&B's own _step, _runtime, _timestamp
+                    table[(key, step)] = json.loads(item.value_json)
     return table
 
 
