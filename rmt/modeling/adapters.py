@@ -19,13 +19,17 @@ class BackboneAdapter:
     """How one backbone family is built.
 
     layers: attribute path, from the base model, of the `nn.ModuleList` of transformer blocks.
-    positions: "learned" (absolute position embeddings, a hard limit) or "rotary" (RoPE).
+    positions: "learned" (absolute position embeddings, a hard limit), "rotary" (RoPE) or
+        "relative" (DeBERTa: attention biases from token distances, no position ids).
     is_causal: decoder (causal attention) or encoder (bidirectional, e.g. BERT).
+    positions_after_padding_idx: position ids start at `pad_token_id + 1`, not 0 (RoBERTa's
+        embedding table reserves the rows up to the padding index).
     """
 
     layers: str
     positions: str
     is_causal: bool = True
+    positions_after_padding_idx: bool = False
 
 
 ADAPTERS: dict[str, BackboneAdapter] = {
@@ -33,6 +37,14 @@ ADAPTERS: dict[str, BackboneAdapter] = {
     "gpt_neox": BackboneAdapter(layers="layers", positions="rotary"),
     "llama": BackboneAdapter(layers="layers", positions="rotary"),
     "qwen2": BackboneAdapter(layers="layers", positions="rotary"),
+    # Encoders: bidirectional attention (the memory is read and written in place).
+    "bert": BackboneAdapter(layers="encoder.layer", positions="learned", is_causal=False),
+    "roberta": BackboneAdapter(
+        layers="encoder.layer", positions="learned", is_causal=False,
+        positions_after_padding_idx=True,
+    ),  # fmt: skip
+    "deberta-v2": BackboneAdapter(layers="encoder.layer", positions="relative", is_causal=False),
+    "modernbert": BackboneAdapter(layers="layers", positions="rotary", is_causal=False),
 }
 
 
@@ -45,6 +57,21 @@ def adapter_for(config: PreTrainedConfig) -> BackboneAdapter:
             f"backbone model_type={config.model_type!r} has no adapter in rmt.modeling.adapters "
             f"(known: {', '.join(sorted(ADAPTERS))}); add one entry to ADAPTERS."
         ) from None
+
+
+def is_causal(config: PreTrainedConfig) -> bool:
+    """Whether the backbone attends causally; families without an adapter count as decoders (the
+    layout rmt used for every backbone before encoders, which is also correct for an encoder)."""
+    adapter = ADAPTERS.get(config.model_type)
+    return True if adapter is None else adapter.is_causal
+
+
+def position_offset(config: PreTrainedConfig) -> int:
+    """The position id of a segment's first input (0, or `pad_token_id + 1` for RoBERTa)."""
+    adapter = ADAPTERS.get(config.model_type)
+    if adapter is None or not adapter.positions_after_padding_idx:
+        return 0
+    return config.pad_token_id + 1
 
 
 def base_model(backbone: PreTrainedModel) -> nn.Module:

@@ -9,11 +9,15 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from rmt.modeling.causal_lm import RMTForCausalLM
 from rmt.modeling.config import RMTConfig
 from rmt.modeling.core import RMTPreTrainedModel
+from rmt.modeling.seq_cls import RMTForSequenceClassification
 
 MODEL_TYPE = RMTConfig.model_type  # `model_type` in the config.json of every rmt checkpoint
 
 # Heads by the name a run asks for and by the class name saved in config.json's `architectures`.
-HEADS: dict[str, type[RMTPreTrainedModel]] = {"causal_lm": RMTForCausalLM}
+HEADS: dict[str, type[RMTPreTrainedModel]] = {
+    "causal_lm": RMTForCausalLM,
+    "seq_cls": RMTForSequenceClassification,
+}
 
 
 def _head(name: str) -> type[RMTPreTrainedModel]:
