@@ -61,7 +61,9 @@ def test_no_memory_one_segment_equals_encoder_plus_head(family):
     ids, mask = padded([rand_ids(20, seed=2), rand_ids(13, seed=3)], "right")
     with torch.no_grad():
         plain = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
-        torch.testing.assert_close(model(ids, attention_mask=mask).logits, model.classifier(plain), **TOL)
+        torch.testing.assert_close(
+            model(ids, attention_mask=mask).logits, model.classifier(plain), **TOL
+        )
 
 
 @pytest.mark.parametrize("family", ENCODER_FAMILIES)
@@ -83,7 +85,9 @@ def test_memory_is_read_and_written_in_place(family):
 @pytest.mark.parametrize("alignment", ["left", "right"])
 def test_first_token_is_the_last_segments_first_token(alignment):
     """No memory, 3 segments: the head reads the first token of the last segment, encoded alone."""
-    model = make("roberta", mem=0, seg=6, classifier_input="first_token", segment_alignment=alignment)
+    model = make(
+        "roberta", mem=0, seg=6, classifier_input="first_token", segment_alignment=alignment
+    )
     ids = rand_ids(1, 16)
     last = ids[:, 12:] if alignment == "left" else ids[:, 10:]
     with torch.no_grad():
@@ -119,7 +123,9 @@ def test_first_segment_reaches_the_logits_through_memory(classifier_input):
 @pytest.mark.parametrize("classifier_input", ["memory", "first_token"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_batch_equals_each_sample_alone(family, classifier_input, side):
-    model = make(family, mem=3, seg=6, classifier_input=classifier_input, segment_alignment="center")
+    model = make(
+        family, mem=3, seg=6, classifier_input=classifier_input, segment_alignment="center"
+    )
     seqs = [rand_ids(n, seed=n) for n in (17, 5, 11)]  # partial segments: pads inside the calls
     ids, mask = padded(seqs, side)
     with torch.no_grad():
@@ -267,7 +273,9 @@ def test_loss_follows_the_problem_type():
     torch.testing.assert_close(out.logits, model.classifier(out.memory[:, 0]))
     regression = make(labels=1)
     out = regression(ids, labels=torch.tensor([0.5, -1.0]))
-    torch.testing.assert_close(out.loss, ((out.logits[:, 0] - torch.tensor([0.5, -1.0])) ** 2).mean())
+    torch.testing.assert_close(
+        out.loss, ((out.logits[:, 0] - torch.tensor([0.5, -1.0])) ** 2).mean()
+    )
 
 
 # ---------------------------------------------------------------- memory at work

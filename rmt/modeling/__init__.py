@@ -14,9 +14,7 @@ from rmt.modeling.seq_cls import RMTClassifierOutput, RMTForSequenceClassificati
 
 AutoConfig.register("rmt", RMTConfig, exist_ok=True)
 AutoModelForCausalLM.register(RMTConfig, RMTForCausalLM, exist_ok=True)
-AutoModelForSequenceClassification.register(
-    RMTConfig, RMTForSequenceClassification, exist_ok=True
-)
+AutoModelForSequenceClassification.register(RMTConfig, RMTForSequenceClassification, exist_ok=True)
 
 __all__ = ["RMTClassifierOutput", "RMTConfig", "RMTForCausalLM", "RMTForSequenceClassification",
            "RMTOutput", "RMTPreTrainedModel"]  # fmt: skip

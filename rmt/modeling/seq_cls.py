@@ -79,9 +79,7 @@ class RMTForSequenceClassification(RMTPreTrainedModel):
 
     def _build_head(self, hidden_size: int, *, dtype, device) -> None:
         self.dropout = nn.Dropout(self.config.classifier_dropout)
-        self.classifier = nn.Linear(
-            hidden_size, self.config.num_labels, dtype=dtype, device=device
-        )
+        self.classifier = nn.Linear(hidden_size, self.config.num_labels, dtype=dtype, device=device)
 
     @classmethod
     def from_backbone(cls, model: PreTrainedModel, **rmt_kwargs) -> RMTForSequenceClassification:
