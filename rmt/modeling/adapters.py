@@ -24,12 +24,15 @@ class BackboneAdapter:
     is_causal: decoder (causal attention) or encoder (bidirectional, e.g. BERT).
     positions_after_padding_idx: position ids start at `pad_token_id + 1`, not 0 (RoBERTa's
         embedding table reserves the rows up to the padding index).
+    pooler: attribute of the base model's own pooler (BERT's [CLS] dense layer), which rmt's
+        heads never use; its weights are frozen so that DDP does not wait for their gradients.
     """
 
     layers: str
     positions: str
     is_causal: bool = True
     positions_after_padding_idx: bool = False
+    pooler: str | None = None
 
 
 ADAPTERS: dict[str, BackboneAdapter] = {
@@ -38,12 +41,15 @@ ADAPTERS: dict[str, BackboneAdapter] = {
     "llama": BackboneAdapter(layers="layers", positions="rotary"),
     "qwen2": BackboneAdapter(layers="layers", positions="rotary"),
     # Encoders: bidirectional attention (the memory is read and written in place).
-    "bert": BackboneAdapter(layers="encoder.layer", positions="learned", is_causal=False),
+    "bert": BackboneAdapter(
+        layers="encoder.layer", positions="learned", is_causal=False, pooler="pooler"
+    ),
     "roberta": BackboneAdapter(
         layers="encoder.layer",
         positions="learned",
         is_causal=False,
         positions_after_padding_idx=True,
+        pooler="pooler",
     ),
     "deberta-v2": BackboneAdapter(layers="encoder.layer", positions="relative", is_causal=False),
     "modernbert": BackboneAdapter(layers="layers", positions="rotary", is_causal=False),
@@ -74,6 +80,13 @@ def position_offset(config: PreTrainedConfig) -> int:
     if adapter is None or not adapter.positions_after_padding_idx:
         return 0
     return config.pad_token_id + 1
+
+
+def unused_pooler(backbone: PreTrainedModel) -> nn.Module | None:
+    """The base model's own pooler, which no rmt head reads (None when it has none)."""
+    adapter = ADAPTERS.get(backbone.config.model_type)
+    name = None if adapter is None else adapter.pooler
+    return None if name is None else getattr(base_model(backbone), name, None)
 
 
 def base_model(backbone: PreTrainedModel) -> nn.Module:

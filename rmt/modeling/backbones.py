@@ -69,14 +69,18 @@ def tiny_backbone_config(
 
 
 def load_backbone(
-    name_or_path: str, *, dtype=None, attn_implementation: str | None = None
+    name_or_path: str,
+    *,
+    dtype=None,
+    attn_implementation: str | None = None,
+    auto_class=AutoModelForCausalLM,  # AutoModel for an encoder (`factory.backbone_auto_class`)
 ) -> PreTrainedModel:
-    """Load a pretrained causal LM from the Hub or a local folder (offline: local folders/cache only)."""
+    """Load a pretrained backbone from the Hub or a local folder (offline: local folders/cache only)."""
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        return auto_class.from_pretrained(name_or_path, **kwargs)
     except OSError as err:
         raise OSError(
             f"could not load backbone {name_or_path!r}: {err}\n"

@@ -27,6 +27,11 @@ def _head(name: str) -> type[RMTPreTrainedModel]:
     raise ValueError(f"unknown model head {name!r}; use one of {', '.join(HEADS)}")
 
 
+def backbone_auto_class(head: str = "causal_lm"):
+    """The `transformers` Auto class that loads a backbone for `head` (AutoModel for encoders)."""
+    return _head(head).backbone_auto_class
+
+
 def build_model(
     *,
     backbone: PreTrainedModel | None = None,

@@ -18,7 +18,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as hf_init
 from transformers.utils import ModelOutput
 
-from rmt.modeling.adapters import base_model
+from rmt.modeling.adapters import base_model, unused_pooler
 from rmt.modeling.config import RMTConfig
 from rmt.modeling.core import RMTPreTrainedModel
 
@@ -57,7 +57,8 @@ class _FirstTokens:
 class RMTForSequenceClassification(RMTPreTrainedModel):
     """A Recurrent Memory Transformer around a Hugging Face encoder (or decoder), for classification.
 
-    The backbone is the base model (`AutoModel`, no task head); `config.num_labels` classes.
+    The backbone is the base model (`AutoModel`, no task head; its own pooler, if any, is
+    frozen and unused); `config.num_labels` classes.
     """
 
     backbone_auto_class = AutoModel
@@ -69,6 +70,9 @@ class RMTForSequenceClassification(RMTPreTrainedModel):
                 "use classifier_input='first_token' or num_mem_tokens >= 1."
             )
         super().__init__(config, backbone)
+        pooler = unused_pooler(self.backbone)
+        if pooler is not None:
+            pooler.requires_grad_(False)  # never read: DDP must not wait for its gradients
         if config.classifier_input == "memory":
             probe = self.memory.init_state(1)
             if not (isinstance(probe, torch.Tensor) and probe.dim() == 3):
