@@ -67,16 +67,17 @@ def adapter_for(config: PreTrainedConfig) -> BackboneAdapter:
         ) from None
 
 
-def is_causal(config: PreTrainedConfig) -> bool:
+def is_causal(config: PreTrainedConfig | None) -> bool:
     """Whether the backbone attends causally; families without an adapter count as decoders (the
-    layout rmt used for every backbone before encoders, which is also correct for an encoder)."""
-    adapter = ADAPTERS.get(config.model_type)
+    layout rmt used for every backbone before encoders, which is also correct for an encoder).
+    No config (the run-config schema sizing a decoder task's memory) also means a decoder."""
+    adapter = None if config is None else ADAPTERS.get(config.model_type)
     return True if adapter is None else adapter.is_causal
 
 
-def position_offset(config: PreTrainedConfig) -> int:
+def position_offset(config: PreTrainedConfig | None) -> int:
     """The position id of a segment's first input (0, or `pad_token_id + 1` for RoBERTa)."""
-    adapter = ADAPTERS.get(config.model_type)
+    adapter = None if config is None else ADAPTERS.get(config.model_type)
     if adapter is None or not adapter.positions_after_padding_idx:
         return 0
     return config.pad_token_id + 1
