@@ -1,6 +1,6 @@
-"""rmt: Recurrent Memory Transformer toolkit for Hugging Face causal language models."""
+"""rmt: Recurrent Memory Transformer toolkit for Hugging Face models (causal LMs and encoders)."""
 
-from rmt.modeling import RMTConfig, RMTForCausalLM
+from rmt.modeling import RMTConfig, RMTForCausalLM, RMTForSequenceClassification
 
-__all__ = ["RMTConfig", "RMTForCausalLM"]
+__all__ = ["RMTConfig", "RMTForCausalLM", "RMTForSequenceClassification"]
 __version__ = "0.1.0"

@@ -37,12 +37,14 @@ BASE = "rmt/modeling/memory/base.py"
 TOKENS = "rmt/modeling/memory/tokens.py"
 SEGMENTATION = "rmt/modeling/segmentation.py"
 PADDING = "rmt/modeling/padding.py"
+SEQ_CLS = "rmt/modeling/seq_cls.py"
 DEFAULT_TESTS = (
     "tests/test_modeling.py",
     "tests/test_modeling_padding.py",
     "tests/test_modeling_generation.py",
     "tests/test_modeling_core.py",
     "tests/test_modeling_legacy.py",
+    "tests/test_seq_cls.py",
 )
 
 
@@ -147,8 +149,23 @@ MUTATIONS = [
     ),
     Mutation(
         "write-memory-wrong-slice", "the new memory is read at the read-memory positions", TOKENS,
-        "return hidden[:, hidden.shape[1] - self.num_tokens :]",
-        "return hidden[:, : self.num_tokens]",
+        "start = hidden.shape[1] - self.num_tokens if self.write_block else 0",
+        "start = 0",
+    ),
+    # ---------------------------------------------------------------- encoders
+    Mutation(
+        "encoder-memory-wrong-slice", "an encoder's new memory is read at the segment's first tokens",
+        TOKENS, "start = hidden.shape[1] - self.num_tokens if self.write_block else 0",
+        "start = hidden.shape[1] - self.num_tokens if self.write_block else self.num_tokens",
+    ),
+    Mutation(
+        "roberta-positions-from-zero", "RoBERTa's position ids start at 0, not after the padding index",
+        CORE, "position_ids=inputs.position_ids + self._position_offset",
+        "position_ids=inputs.position_ids",
+    ),
+    Mutation(
+        "first-token-of-first-segment", "the classifier reads the first segment's first token",
+        SEQ_CLS, "if e == self.lengths[b]]", "if _ == 0]",  # `_`: the segment start
     ),
     Mutation(
         "schedule-aligns-first-segments", "a batch is aligned on its first segments, not its last",

@@ -170,3 +170,20 @@ def test_parse_length_and_bad_values():
         bc.parse_length("16x")
     with pytest.raises(SystemExit, match="--lengths"):
         bc.parse_int_list("0", "lengths")
+
+
+def test_encoder_bench_reports_both_variants(tmp_path, one_thread):
+    """`bench_encoder.py` times the classifier with and without memory at each segment count."""
+    import bench_encoder
+
+    res = bench_encoder.main(
+        ["--segments", "1,2", "--segment-size", "8", "--mem-tokens", "2", "--batch-size", "1",
+         "--steps", "1", "--warmup", "0", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert res["benchmark"] == "encoder_train_step" and res["backbone"] == "tiny_encoder"
+    assert [(p["segments"], p["mem_tokens"]) for p in res["points"]] == [
+        (1, 2), (1, 0), (2, 2), (2, 0)
+    ]  # fmt: skip
+    assert all(p["step_s"] > 0 for p in res["points"])
+    assert "ratio_vs_no_memory" in res["points"][0]
+    assert json.loads((tmp_path / "encoder_tiny_encoder_cpu.json").read_text()) == res

@@ -204,7 +204,7 @@ def test_adapters_find_the_layers(family):
 
 def test_adapters_cover_every_tiny_family_and_name_the_known_ones():
     assert set(FAMILIES) <= set(ADAPTERS)
-    with pytest.raises(ValueError, match="known: gpt2, gpt_neox, llama, qwen2"):
+    with pytest.raises(ValueError, match="known: bert, deberta-v2, gpt2, gpt_neox, llama, mod"):
         adapter_for(type("Cfg", (), {"model_type": "mamba"})())
 
 
@@ -220,8 +220,10 @@ def test_factory_builds_loads_and_describes(tmp_path, tiny_rmt):
     assert type(factory.load_model(tmp_path)) is RMTForCausalLM
     with pytest.raises(ValueError, match="exactly one"):
         factory.build_model(num_mem_tokens=3)
-    with pytest.raises(ValueError, match="unknown model head 'seq_cls'; use one of causal_lm"):
-        factory.build_model(backbone_config=bb, head="seq_cls")
+    with pytest.raises(
+        ValueError, match="unknown model head 'token_cls'; use one of causal_lm, seq_cls"
+    ):
+        factory.build_model(backbone_config=bb, head="token_cls")
 
 
 def test_zero_memory_tokens_ask_for_no_gradient(tiny_rmt):

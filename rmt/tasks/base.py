@@ -128,6 +128,7 @@ class Task(ABC):
         "answers"  # rmt-eval's scoring: answers (generate + judge) | perplexity
     )
     default_lengths: ClassVar[tuple[str, ...]] = ("0k", "1k", "4k")  # rmt-eval's lengths=null
+    head: ClassVar[str] = "causal_lm"  # the model head it trains (`rmt.modeling.factory.HEADS`)
 
     def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
         self.cfg, self.tokenizer, self.segment_size, self.seed = cfg, tokenizer, segment_size, seed

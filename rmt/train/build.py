@@ -14,7 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rmt.config.schema import memory_kwargs
-from rmt.modeling.backbones import load_backbone, tiny_backbone_config
+from rmt.modeling.backbones import (
+    ENCODER_FAMILIES,
+    load_backbone,
+    tiny_backbone_config,
+    tiny_encoder_config,
+)
+from rmt.modeling.factory import backbone_auto_class
 from rmt.modeling.factory import build_model as build_rmt
 from rmt.tasks.babilong.tokenizer import load_tokenizer
 from rmt.tasks.base import Task, build_task, task_class
@@ -40,29 +46,37 @@ def rmt_kwargs(cfg: DictConfig) -> dict:
     }
 
 
-def build_model(cfg: DictConfig, tokenizer):
-    """A tiny random backbone (``backbone.pretrained=null``) or a pretrained one, wrapped in RMT."""
+def build_model(cfg: DictConfig, tokenizer, *, head: str | None = None, **head_kwargs):
+    """A tiny random backbone (``backbone.pretrained=null``) or a pretrained one, wrapped in RMT.
+
+    ``head`` is a name in ``rmt.modeling.factory.HEADS`` (default: the one the task trains;
+    "seq_cls" for an encoder classifier, with e.g. ``num_labels=``); ``head_kwargs`` are further
+    ``RMTConfig`` fields.
+    """
+    head = head or task_class(cfg.task.type).head
     bb = cfg.backbone
+    kwargs = {**rmt_kwargs(cfg), **head_kwargs}
     if bb.pretrained is None:
-        backbone_config = tiny_backbone_config(
-            bb.family,
-            vocab_size=len(tokenizer),
-            hidden_size=bb.hidden_size,
-            num_layers=bb.num_layers,
-            num_heads=bb.num_heads,
-            intermediate_size=bb.intermediate_size,
-            max_positions=bb.max_positions,
-            dropout=bb.dropout,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-        )
-        return build_rmt(backbone_config=backbone_config, **rmt_kwargs(cfg))
+        sizes = dict(
+            vocab_size=len(tokenizer), hidden_size=bb.hidden_size, num_layers=bb.num_layers,
+            num_heads=bb.num_heads, intermediate_size=bb.intermediate_size,
+            max_positions=bb.max_positions, dropout=bb.dropout,
+        )  # fmt: skip
+        if bb.family in ENCODER_FAMILIES:
+            backbone_config = tiny_encoder_config(
+                bb.family, pad_token_id=tokenizer.pad_token_id, **sizes
+            )
+        else:
+            backbone_config = tiny_backbone_config(
+                bb.family, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **sizes,
+            )  # fmt: skip
+        return build_rmt(backbone_config=backbone_config, head=head, **kwargs)
     dtype = getattr(torch, bb.dtype) if bb.dtype else None
-    backbone = load_backbone(bb.pretrained, dtype=dtype)
+    backbone = load_backbone(bb.pretrained, dtype=dtype, auto_class=backbone_auto_class(head))
     if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
         backbone.resize_token_embeddings(len(tokenizer))
-    return build_rmt(backbone=backbone, **rmt_kwargs(cfg))
+    return build_rmt(backbone=backbone, head=head, **kwargs)
 
 
 def task_for(cfg: DictConfig, tokenizer) -> Task:

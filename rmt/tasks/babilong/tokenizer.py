@@ -83,12 +83,16 @@ def build_tokenizer(extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerBase:
-    """A pretrained (Hub or local) tokenizer; pad falls back to eos for causal LMs."""
+    """A pretrained (Hub or local) tokenizer; pad falls back to eos for causal LMs.
+
+    Encoder tokenizers (BERT's) have a pad but no eos token, which is fine: only the generative
+    samples end with eos (`format.format_example` checks that).
+    """
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-    if tokenizer.eos_token_id is None:
+    if tokenizer.eos_token_id is None and tokenizer.pad_token_id is None:
         raise ValueError(
-            f"tokenizer {name_or_path!r} has no eos token; samples end with eos, so set "
-            "one (tokenizer.eos_token = ...) before training"
+            f"tokenizer {name_or_path!r} has no eos token (and no pad token); samples end with "
+            "eos, so set one (tokenizer.eos_token = ...) before training"
         )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
