@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from rmt.tasks.base import CurriculumStage, TaskConfig
 
 BACKGROUND_KINDS = ("builtin", "files", "hf")
+AUX_LABELS = ("question_subject", "fact_subject")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class BabilongStage(CurriculumStage):
 
     min_facts: int | None = None  # story size for this stage (None = task.min_facts)
     max_facts: int | None = None  # (None = task.max_facts)
+    facts_before_last_segment: bool | None = None  # None = task.facts_before_last_segment
 
 
 @dataclass
@@ -51,4 +53,8 @@ class BabilongTaskConfig(TaskConfig):
     min_facts: int | None = None  # fewest facts per story (generated: drawn; babi: filtered)
     max_facts: int | None = None  # most facts per story (generated: drawn; babi: filtered)
     scoring: str = "babilong"  # babilong (BABILong's published rule) | strict (rmt's corrections)
+    # Training-only extra labels (validation is unchanged): question_subject labels the
+    # question's last word (qa1: the person) with the answer; fact_subject labels each fact's
+    # final token with the fact's first word (its subject). A dense binding signal.
+    aux_labels: list[str] = field(default_factory=list)
     curriculum: list[BabilongStage] = field(default_factory=lambda: [BabilongStage(segments=[2])])

@@ -49,6 +49,7 @@ class BabilongDataset(Dataset):
             sequence (``segment_size`` puts every fact in an earlier segment than the question).
         min_facts, max_facts: bounds on story size for generated samples (curriculum).
         samples: fixed ``BabiSample`` list to use instead of the generator.
+        aux_labels: extra training labels, see :func:`add_aux_labels` (never for validation).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class BabilongDataset(Dataset):
         min_facts: int | None = None,
         max_facts: int | None = None,
         samples: Sequence[BabiSample] | None = None,
+        aux_labels: Sequence[str] = (),
     ):
         if isinstance(task_or_tasks, str):
             task_or_tasks = [task_or_tasks]
@@ -90,6 +92,7 @@ class BabilongDataset(Dataset):
         self.position = tuple(position)
         self.facts_end_from_end = facts_end_from_end
         self.min_facts, self.max_facts = min_facts, max_facts
+        self.aux_labels = tuple(aux_labels)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -136,8 +139,41 @@ class BabilongDataset(Dataset):
             facts_end=facts_end,
         )
         item = format_example(self.tokenizer, haystack.input_ids, sample.question, sample.answer)
+        if self.aux_labels:
+            words = question_ids(self.tokenizer, sample.question, marker=False)
+            add_aux_labels(
+                item, haystack.fact_spans, len(haystack) + len(words) - 1, self.aux_labels
+            )
         item.update(task=sample.task, question=sample.question, target=sample.answer)
         return item
+
+
+def add_aux_labels(item: dict, fact_spans, question_subject: int, kinds: Sequence[str]) -> None:
+    """Label extra positions of a formatted training item in place (labels are pre-shift).
+
+    * ``fact_subject``: the model reading a fact's final token (its ".") must name the fact's
+      first word, its subject: it learns to keep *who* next to *what* in its states.
+    * ``question_subject``: the model reading the question's last word (index
+      ``question_subject``; qa1: the person) must already name the answer's first token: the
+      person->location lookup itself.
+
+    Only positions without a label are set, so the answer labels are never changed.
+    """
+    ids, labels = item["input_ids"], item["labels"]
+    targets: dict[int, int] = {}
+    if "fact_subject" in kinds:
+        for start, end in fact_spans:
+            if end - start >= 2:
+                targets[end] = ids[start]  # logits at end-1 (the ".") predict labels[end]
+    if "question_subject" in kinds:
+        answer = (
+            labels[item["prompt_length"]] if item["prompt_length"] < len(labels) else IGNORE_INDEX
+        )
+        if answer != IGNORE_INDEX:
+            targets[question_subject + 1] = answer
+    for pos, target in targets.items():
+        if pos < len(labels) and labels[pos] == IGNORE_INDEX:
+            labels[pos] = int(target)
 
 
 class BabilongTextDataset(Dataset):

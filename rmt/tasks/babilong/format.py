@@ -19,8 +19,14 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def question_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of the question and the answer marker (what follows the haystack)."""
+def question_ids(tokenizer, question: str, *, marker: bool = True) -> list[int]:
+    """Token ids of the question and the answer marker (what follows the haystack).
+
+    ``marker=False`` gives the question's words only, without its final "?" or the marker:
+    their length locates the question's last word (the training-only auxiliary labels use it).
+    """
+    if not marker:
+        return _encode(tokenizer, f" {question.strip().rstrip('?').rstrip()}")
     return _encode(tokenizer, f" {question.strip()} {ANSWER_MARKER}")
 
 

@@ -43,7 +43,9 @@ def check_generated(task, i: int, stage, name: str) -> None:
         _, most = fact_range(name, *task.facts(stage))
     except ValueError as err:
         raise ConfigError(f"task.min_facts/max_facts for {name}: {err}") from err
-    worst = _dataset(task, name, num_samples=PREFLIGHT_SAMPLES, min_facts=most, max_facts=most)
+    worst = _dataset(
+        task, stage, name, num_samples=PREFLIGHT_SAMPLES, min_facts=most, max_facts=most
+    )
     for n in sorted(set(stage.segments)):
         why = overflow(worst, n * task.segment_size)
         if why:
@@ -67,9 +69,9 @@ def check_stories(task, i: int, stage, name: str, stories: Sequence[BabiSample])
         )
     for n in sorted(set(stage.segments)):
         total = n * task.segment_size
-        why = overflow(_largest(task, name, kept), total)
+        why = overflow(_largest(task, stage, name, kept), total)
         if why:
-            fits = _largest_fitting(task, name, kept, total)
+            fits = _largest_fitting(task, stage, name, kept, total)
             hint = f"task.max_facts={fits} fits" if fits else "no story size fits"
             raise ConfigError(
                 f"task.curriculum[{i}] with {n} segment(s) of segment.size={task.segment_size}: "
@@ -105,30 +107,32 @@ def check_answers(tokenizer, answers: dict[str, set[str]]) -> None:
             )
 
 
-def _dataset(task, name, *, num_samples: int, min_facts=None, max_facts=None, samples=None):
+def _dataset(task, stage, name, *, num_samples: int, min_facts=None, max_facts=None, samples=None):
     cfg = task.cfg
     return BabilongDataset(
         name, split="validation", num_samples=num_samples, tokenizer=task.tokenizer,
         builder=task.builder, seed=task.seed, position=tuple(cfg.position),
-        facts_end_from_end=task.facts_end, min_facts=min_facts, max_facts=max_facts,
+        facts_end_from_end=task.facts_end(stage), min_facts=min_facts, max_facts=max_facts,
         samples=samples,
     )  # fmt: skip
 
 
-def _largest(task, name: str, stories: Sequence[BabiSample], count: int = PREFLIGHT_SAMPLES
+def _largest(task, stage, name: str, stories: Sequence[BabiSample], count: int = PREFLIGHT_SAMPLES
              ) -> BabilongDataset:  # fmt: skip
     """The ``count`` stories with the most text (characters track tokens closely in bAbI)."""
     worst = sorted(stories, key=lambda s: sum(map(len, s.facts)) + len(s.question), reverse=True)
     worst = worst[:count]
-    return _dataset(task, name, num_samples=len(worst), samples=worst)
+    return _dataset(task, stage, name, num_samples=len(worst), samples=worst)
 
 
-def _largest_fitting(task, name: str, stories: Sequence[BabiSample], total: int) -> int | None:
+def _largest_fitting(
+    task, stage, name: str, stories: Sequence[BabiSample], total: int
+) -> int | None:
     """The largest story size such that every kept story up to it fits ``total`` tokens."""
     best = None
     for size in sorted({len(s.facts) for s in stories}):
         upto = [s for s in stories if len(s.facts) == size]
-        if overflow(_largest(task, name, upto, count=4), total):
+        if overflow(_largest(task, stage, name, upto, count=4), total):
             return best
         best = size
     return best

@@ -25,7 +25,7 @@ from rmt.errors import ConfigError
 from rmt.tasks.babilong import preflight
 from rmt.tasks.babilong.babi import BabiFormatError
 from rmt.tasks.babilong.background import make_background
-from rmt.tasks.babilong.config import BACKGROUND_KINDS, BabilongTaskConfig
+from rmt.tasks.babilong.config import AUX_LABELS, BACKGROUND_KINDS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
 from rmt.tasks.babilong.haystack import HaystackBuilder
 from rmt.tasks.babilong.scoring import TASK_LABELS, check_scoring, compare_answers, exact_match
@@ -51,7 +51,6 @@ class BabilongTask(Task):
 
     def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
         super().__init__(cfg, tokenizer=tokenizer, segment_size=segment_size, seed=seed)
-        self.facts_end = segment_size if cfg.facts_before_last_segment else None
         self.builder = None
         if cfg.source != "babilong":  # published rows come with their own haystack
             self.builder = shared_builder(tokenizer, cfg.background, seed)
@@ -114,9 +113,15 @@ class BabilongTask(Task):
         return BabilongDataset(
             list(cfg.tasks), split=split, num_samples=num_samples, tokenizer=self.tokenizer,
             builder=self.builder, total_length=self.segment_size, seed=seed,
-            position=tuple(cfg.position), facts_end_from_end=self.facts_end,
+            position=tuple(cfg.position), facts_end_from_end=self.facts_end(cfg.curriculum[stage]),
             min_facts=low, max_facts=high, samples=stories,
+            aux_labels=list(cfg.aux_labels) if split == "train" else (),
         )  # fmt: skip
+
+    def facts_end(self, stage) -> int | None:
+        """Tokens at the end kept free of facts (the question's segment), or None."""
+        before_last = _first(stage.facts_before_last_segment, self.cfg.facts_before_last_segment)
+        return self.segment_size if before_last else None
 
     def facts(self, stage) -> tuple[int | None, int | None]:
         """Story sizes ``(min_facts, max_facts)`` of a curriculum stage (None: the generator's).
@@ -246,10 +251,19 @@ def _check_tasks(task: DictConfig) -> None:
             raise ConfigError(
                 f"task.min_facts={task.min_facts} > task.max_facts={task.max_facts}; swap them."
             )
-    if task.facts_before_last_segment and min(min(s.segments) for s in task.curriculum) < 2:
+    for i, stage in enumerate(task.curriculum):
+        before_last = _first(stage.facts_before_last_segment, task.facts_before_last_segment)
+        if before_last and min(stage.segments) < 2:
+            raise ConfigError(
+                f"task.curriculum[{i}] allows 1 segment but facts_before_last_segment=true needs "
+                "at least 2; set the stage's segments to [2] or more, or its "
+                "facts_before_last_segment: false (facts may then share the question's segment)."
+            )
+    unknown_aux = sorted(set(task.aux_labels) - set(AUX_LABELS))
+    if unknown_aux:
         raise ConfigError(
-            "task.facts_before_last_segment=true needs at least 2 segments per sample, but a "
-            "curriculum stage allows 1; start the curriculum at segments: [2]."
+            f"task.aux_labels has unknown value(s) {unknown_aux}; choose from "
+            f"{list(AUX_LABELS)} or []."
         )
 
 
