@@ -178,6 +178,8 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["backbone.family=bert"], "backbone.family"),
         (["segment.alignment=middle"], "segment.alignment"),
         (["segment.checkpointing=sometimes"], "segment.checkpointing"),
+        (["segment.checkpointing_budget=0"], "segment.checkpointing_budget"),
+        (["segment.checkpointing_budget=1.5"], "segment.checkpointing_budget"),
         (["segment.size=250", "memory.num_tokens=10"], "segment.size"),
         (["bptt.depth=3"], "bptt.depth"),
         (["bptt.depth=0"], "bptt.depth"),

@@ -197,13 +197,6 @@ def test_segment_checkpointing_same_gradients(tiny_rmt, depth):
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
 
 
-def test_auto_checkpointing_only_with_grad_and_many_segments(tiny_rmt):
-    model = tiny_rmt("llama", seg=4, segment_checkpointing="auto").train()
-    assert model._use_checkpointing(8) and not model._use_checkpointing(2)
-    with torch.no_grad():
-        assert not model._use_checkpointing(8)
-
-
 # ---------------------------------------------------------------- save / load
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
 def test_save_load_roundtrip(tiny_rmt, tmp_path, family):

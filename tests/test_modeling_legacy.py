@@ -49,6 +49,9 @@ def test_v0_1_0_checkpoint_loads_every_weight_and_resaves_in_todays_layout(tmp_p
     model.save_pretrained(tmp_path)
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         assert "memory.tokens" in f.keys() and "memory" not in f.keys()
-    assert json.loads((tmp_path / "config.json").read_text())["memory_type"] == "tokens"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["memory_type"] == "tokens"
+    # 0.1.0 decided checkpointing by segment count; today's budget replaces the old threshold
+    assert "checkpointing_min_segments" not in saved and saved["checkpointing_budget"] == 0.5
     again = load_model(tmp_path)
     torch.testing.assert_close(again.memory.tokens, model.memory.tokens)

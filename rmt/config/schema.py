@@ -124,6 +124,8 @@ class SegmentConfig:
     size: int = 64  # tokens of input per segment (memory tokens come on top)
     alignment: str = "left"  # left | right | center: where the partial segment goes
     checkpointing: Any = "auto"  # "auto" | true | false: recompute segments in backward
+    # auto: recompute only when the whole chain's activations exceed this fraction of free memory
+    checkpointing_budget: float = 0.5
 
 
 @dataclass
@@ -360,6 +362,11 @@ def _check_model(cfg: DictConfig) -> None:
     if seg.checkpointing not in ("auto", True, False):
         raise ConfigError(
             f"segment.checkpointing={seg.checkpointing!r} is not valid; use auto, true or false."
+        )
+    if not 0 < seg.checkpointing_budget <= 1:
+        raise ConfigError(
+            f"segment.checkpointing_budget={seg.checkpointing_budget} is not a fraction of the free "
+            "memory; use 0 < budget <= 1 (e.g. segment.checkpointing_budget=0.5)."
         )
     _check_at_least(("segment.size", seg.size, 1), ("memory.num_tokens", mem.num_tokens, 0))
     if bb.pretrained is None and bb.hidden_size % bb.num_heads:

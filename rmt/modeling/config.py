@@ -54,9 +54,10 @@ class RMTConfig(PreTrainedConfig):
         bptt_depth: number of memory transitions the gradient flows back through, counted from the last
             segment; -1 keeps full backpropagation through time.
         segment_checkpointing: recompute each segment in backward instead of storing its activations.
-            "auto" turns it on when gradients are needed and there are at least
-            `checkpointing_min_segments` segments.
-        checkpointing_min_segments: threshold used by "auto".
+            "auto" turns it on when gradients are needed and the estimated activations of the whole
+            BPTT chain exceed `checkpointing_budget` of the free memory (`rmt.modeling.checkpointing`).
+        checkpointing_budget: fraction (0 < b <= 1) of the free device memory (RAM on CPU) the kept
+            activations may use under "auto".
         freeze_backbone: train only the memory (and LoRA adapters, if any): backbone weights get no gradient.
         memory_type: the memory mechanism, a name registered in `rmt.modeling.memory.MECHANISMS`
             ("tokens": RMT's memory tokens; "armt": memory tokens plus per-layer associative memory).
@@ -78,7 +79,7 @@ class RMTConfig(PreTrainedConfig):
     segment_alignment: str = "left"
     bptt_depth: int = -1
     segment_checkpointing: bool | str = "auto"
-    checkpointing_min_segments: int = 3
+    checkpointing_budget: float = 0.5
     freeze_backbone: bool = False
     lora: dict | None = None
     memory_type: str = "tokens"
@@ -88,6 +89,9 @@ class RMTConfig(PreTrainedConfig):
     classifier_dropout: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
+        # rmt <= 0.2 decided `auto` checkpointing by segment count; configs saved then carry the
+        # threshold, which the memory budget replaces. Dropped so it is not saved again.
+        kwargs.pop("checkpointing_min_segments", None)
         if isinstance(self.backbone_config, dict):
             bb = dict(self.backbone_config)
             model_type = bb.pop("model_type", None)
@@ -128,6 +132,13 @@ class RMTConfig(PreTrainedConfig):
         if self.segment_checkpointing not in (True, False, "auto"):
             raise ValueError(
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
+            )
+        if not isinstance(self.checkpointing_budget, (int, float)) or not (
+            0 < self.checkpointing_budget <= 1
+        ):
+            raise ValueError(
+                f"checkpointing_budget={self.checkpointing_budget!r}: use a fraction of the free "
+                "memory, 0 < budget <= 1 (e.g. 0.5)."
             )
         for key, choices in (
             ("classifier_input", CLASSIFIER_INPUTS),

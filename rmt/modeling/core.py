@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from rmt.modeling.adapters import base_model, position_offset
+from rmt.modeling.checkpointing import activation_dtype, bytes_per_token, chain_fits
 from rmt.modeling.config import RMTConfig
 from rmt.modeling.memory import MemoryMechanism, build_memory
 from rmt.modeling.memory.base import State
@@ -135,13 +136,24 @@ class RMTPreTrainedModel(PreTrainedModel):
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
 
-    def _use_checkpointing(self, n_steps: int) -> bool:
+    def _use_checkpointing(self, plan: SegmentPlan) -> bool:
+        """Recompute segments in backward? `auto`: only when the activations of the whole chain
+        would not fit `checkpointing_budget` of the free memory (`rmt.modeling.checkpointing`)."""
         mode = self.config.segment_checkpointing
-        if not torch.is_grad_enabled() or n_steps < 2:
+        if not torch.is_grad_enabled() or len(plan.schedule) < 2:
             return False
-        if mode == "auto":
-            return n_steps >= self.config.checkpointing_min_segments
-        return bool(mode)
+        if mode != "auto":
+            return bool(mode)
+        return not chain_fits(
+            self._activation_estimate(plan), self.config.checkpointing_budget, plan.input_ids.device
+        )
+
+    def _activation_estimate(self, plan: SegmentPlan) -> int:
+        """Bytes of activations a forward over `plan` keeps for backward without checkpointing."""
+        extra = self.memory.extra_positions(self.config)
+        tokens = sum(t.numel() for t in plan.ids) + extra * sum(len(a) for a in plan.schedule)
+        dtype = activation_dtype(plan.input_ids.device, self.get_input_embeddings().weight.dtype)
+        return tokens * bytes_per_token(self.config.backbone_config, dtype.itemsize)
 
     # ------------------------------------------------------------------ segmentation
     def make_plan(self, input_ids, attention_mask=None) -> SegmentPlan:
@@ -206,7 +218,7 @@ class RMTPreTrainedModel(PreTrainedModel):
         """
         n_steps, bsz = len(plan.schedule), len(plan.ids)
         depth = self.config.bptt_depth
-        use_ckpt = self._use_checkpointing(n_steps)
+        use_ckpt = self._use_checkpointing(plan)
         state = self.memory.init_state(bsz)
         for step, active in enumerate(plan.schedule[:stop]):
             seg_ids, seg_mask = self._pad_segments(plan.ids, active, 0)

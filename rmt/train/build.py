@@ -43,6 +43,7 @@ def rmt_kwargs(cfg: DictConfig) -> dict:
         "segment_alignment": cfg.segment.alignment,
         "bptt_depth": cfg.bptt.depth,
         "segment_checkpointing": cfg.segment.checkpointing,
+        "checkpointing_budget": cfg.segment.checkpointing_budget,
     }
 
 
