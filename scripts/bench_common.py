@@ -355,10 +355,9 @@ def to_markdown(result: dict) -> str:
         )
         rows = [head, "|" + "---|" * 10]
         for p in result["points"]:
-            where = (
-                f"| {p.get('memory', 'rmt')} | {p['segments']} | "
-                f"{'on' if p['checkpointing'] else 'off'} | "
-            )
+            ckpt = {True: "on", False: "off"}.get(p["checkpointing"], p["checkpointing"])
+            memory = "baseline" if p.get("algorithm") == "baseline" else p.get("memory", "rmt")
+            where = f"| {memory} | {p['segments']} | {ckpt} | "
             if p.get("status") != "ok":
                 rows.append(f"{where}{p.get('status')}: {p.get('reason', '')} ||||||| ")
                 continue

@@ -57,6 +57,7 @@ def measure(p: dict) -> dict:
     )
     model = RMTForCausalLM(config).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    baseline = p.get("algorithm") == "baseline"
     length = p["segments"] * seg
     ids = torch.randint(0, preset.vocab_size - 1, (p["batch_size"], length), device=device)
     labels = torch.full_like(ids, -100)
@@ -65,7 +66,7 @@ def measure(p: dict) -> dict:
 
     def step() -> float:
         with autocast:
-            loss = model(ids, labels=labels).loss
+            loss = baseline_loss(model, ids, labels) if baseline else model(ids, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -87,8 +88,14 @@ def measure(p: dict) -> dict:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     tokens = p["batch_size"] * length
+    with autocast:
+        recomputed = not baseline and model._use_checkpointing(model.make_plan(ids))
+    head_rows = tokens if baseline else p["batch_size"] * p["answer_tokens"]
     result = {
         "status": "ok",
+        "algorithm": p.get("algorithm", "rmt"),
+        "recomputed": recomputed,  # whether segments were recomputed in backward
+        "model_flops_per_step": model_flops(model, tokens, head_rows),
         "memory": p["memory"],
         "segments": p["segments"],
         "checkpointing": p["checkpointing"],
@@ -113,6 +120,46 @@ def measure(p: dict) -> dict:
     return result
 
 
+def baseline_loss(model, ids, labels):
+    """The published RMT algorithm, written plainly: per segment `[memory ; segment ; memory]`
+    through the backbone, the write positions' last hidden states become the next memory, logits at
+    every position of every segment, one cross-entropy over them; all activations kept (no
+    checkpointing). Same weights, dtype, attention and inputs as `model`; only the algorithm differs.
+    """
+    import torch
+
+    from rmt.modeling.adapters import base_model
+
+    backbone, m, size = model.backbone, model.config.num_mem_tokens, model.config.segment_size
+    embed, head = backbone.get_input_embeddings(), backbone.get_output_embeddings()
+    memory = model.memory.tokens.unsqueeze(0).expand(ids.shape[0], -1, -1)
+    logits = []
+    for start in range(0, ids.shape[1], size):
+        seg = embed(ids[:, start : start + size])
+        hidden = base_model(backbone)(
+            inputs_embeds=torch.cat([memory, seg, memory], dim=1), use_cache=False
+        ).last_hidden_state
+        logits.append(head(hidden[:, m : m + seg.shape[1]]))
+        memory = hidden[:, -m:] if m else memory
+    logits = torch.cat(logits, dim=1)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+    )
+
+
+def model_flops(model, tokens: int, head_rows: int) -> int:
+    """Training FLOPs of a step: 6 x non-embedding parameters x input tokens, plus 6 x (hidden x
+    vocab) for each row the LM head computes. Memory positions are not counted (conservative)."""
+    import torch
+
+    backbone = model.backbone
+    embedding_ids = {id(backbone.get_output_embeddings().weight)}
+    embedding_ids |= {id(m.weight) for m in backbone.modules() if isinstance(m, torch.nn.Embedding)}
+    non_embedding = sum(p.numel() for p in backbone.parameters() if id(p) not in embedding_ids)
+    hidden, vocab = backbone.get_input_embeddings().weight.shape[::-1]
+    return 6 * non_embedding * tokens + 6 * hidden * vocab * head_rows
+
+
 def check_targets(points: list[dict]) -> dict:
     """Evaluate the issues' targets on what was measured; say 'not measured' when points are missing."""
     first = points[0].get("memory", "rmt") if points else "rmt"
@@ -120,6 +167,7 @@ def check_targets(points: list[dict]) -> dict:
         (p["checkpointing"], p["segments"]): p
         for p in points
         if p.get("status") == "ok" and p.get("memory", "rmt") == first
+        and p.get("algorithm", "rmt") == "rmt"
     }
     targets: dict = {"armt_over_rmt_step_time": armt_target(points)}
     lo, hi = ok.get((True, 2)), ok.get((True, 32))
@@ -166,7 +214,7 @@ def armt_target(points: list[dict]) -> dict:
     ok = {
         (p.get("memory", "rmt"), p["checkpointing"], p["segments"]): p
         for p in points
-        if p.get("status") == "ok"
+        if p.get("status") == "ok" and p.get("algorithm", "rmt") == "rmt"
     }
     wall, cpu = {}, {}
     for (memory, ckpt, n), point in ok.items():
@@ -187,6 +235,66 @@ def armt_target(points: list[dict]) -> dict:
     }
 
 
+MFU_NOTE = (
+    "MFU = model FLOPs per step / step time / peak FLOPs; model FLOPs = 6 x non-embedding "
+    "parameters x input tokens (memory positions not counted) + 6 x hidden x vocab per LM-head row "
+    "computed (baseline: every position; rmt: the labelled ones). Peak: --peak-flops, else the "
+    "card's dense bf16 figure from PEAK_FLOPS; a CPU has no meaningful peak unless --peak-flops "
+    "is given (then MFU is null)."
+)
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, by device-name match.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def peak_flops(device: str, given: float | None) -> float | None:
+    """The peak FLOP/s MFU divides by: --peak-flops, or the CUDA card's bf16 figure, else None."""
+    if given:
+        return given
+    if device != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def baseline_comparison(points: list[dict], peak: float | None) -> dict:
+    """Per segment count: baseline vs rmt default (auto) vs rmt without checkpointing: tokens/s,
+    ratios to the baseline, peak memory and MFU; plus the same as a Markdown table."""
+    ok = {(p["algorithm"], p["checkpointing"], p["segments"]): p for p in points if p.get("status") == "ok"}
+    rows, lines = [], [
+        "| segments | baseline tok/s | rmt default (auto) tok/s | rmt, checkpointing off tok/s "
+        "| peak MiB baseline / default / off | MFU % baseline / default / off | default recomputed |",
+        "|" + "---|" * 7,
+    ]
+    for n in sorted({p["segments"] for p in points}):
+        trio = [ok.get(("baseline", False, n)), ok.get(("rmt", "auto", n)), ok.get(("rmt", False, n))]
+        if None in trio:
+            continue
+        for q in trio:
+            q["mfu"] = None if peak is None else round(q["model_flops_per_step"] / q["step_s"] / peak, 4)
+        base, auto, off = trio
+        row = {
+            "segments": n,
+            "tokens_per_s": [q["tokens_per_s"] for q in trio],
+            "default_over_baseline": round(auto["tokens_per_s"] / base["tokens_per_s"], 3),
+            "off_over_baseline": round(off["tokens_per_s"] / base["tokens_per_s"], 3),
+            "peak_mb": [q["peak_mb"] for q in trio],
+            "mfu": [q["mfu"] for q in trio],
+            "default_recomputed": auto["recomputed"],
+        }
+        rows.append(row)
+        mfu = " / ".join("-" if q["mfu"] is None else f"{100 * q['mfu']:.2f}" for q in trio)
+        lines.append(
+            f"| {n} | {base['tokens_per_s']:,.1f} | {auto['tokens_per_s']:,.1f} "
+            f"({row['default_over_baseline']:.2f}x) | {off['tokens_per_s']:,.1f} "
+            f"({row['off_over_baseline']:.2f}x) | "
+            + " / ".join(f"{q['peak_mb']:,.1f}" for q in trio)
+            + f" | {mfu} | {'yes' if auto['recomputed'] else 'no'} |"
+        )
+    return {"rows": rows, "table": "\n".join(lines), "peak_flops": peak, "mfu_counted_as": MFU_NOTE}
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -194,21 +302,17 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
-    memories = sorted({p.get("memory", "rmt") for p in result["points"]})
-    styles = iter(["o-", "s--", "^-", "v--"])
-    for memory, ckpt in [(m, c) for m in memories for c in (False, True)]:
-        style = next(styles)
-        pts = [
-            p
-            for p in result["points"]
-            if p.get("status") == "ok"
-            and p["checkpointing"] == ckpt
-            and p.get("memory", "rmt") == memory
-        ]
-        if not pts:
-            continue
+    ok = [p for p in result["points"] if p.get("status") == "ok"]
+    series = {}  # label -> points, in measuring order
+    for p in ok:
+        if p.get("algorithm", "rmt") == "baseline":
+            label = "published algorithm (baseline)"
+        else:
+            ckpt = {True: "segment checkpointing", False: "no checkpointing"}
+            label = f"{p.get('memory', 'rmt')}, " + ckpt.get(p["checkpointing"], "checkpointing auto")
+        series.setdefault(label, []).append(p)
+    for style, (label, pts) in zip(["o-", "s--", "^-", "v--", "D-", "x--"], series.items()):
         xs = [p["segments"] for p in pts]
-        label = f"{memory}, " + ("segment checkpointing" if ckpt else "no checkpointing")
         ax_speed.plot(xs, [p["tokens_per_s"] for p in pts], style, label=label)
         ax_mem.plot(xs, [p["peak_mb"] for p in pts], style, label=label)
     mem_name = "peak RSS" if result["device"] == "cpu" else "peak allocated"
@@ -250,6 +354,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0.5,
         help="of free RAM / GPU memory a point may use",
     )
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="per segment count: the published algorithm (all logits, no checkpointing), rmt\n"
+        "default (checkpointing auto) and rmt without checkpointing; ratio table and MFU",
+    )
+    ap.add_argument(
+        "--peak-flops", type=float, default=None,
+        help="peak FLOP/s for MFU (default: the CUDA card's bf16 peak; none on CPU)",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per point")
     ap.add_argument("--out", default="outputs/bench", help="folder for the JSON and PNG")
@@ -271,10 +385,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.memory.split(",")) - set(MEMORIES)
     if unknown or not args.memory:
         raise SystemExit(f"--memory: use names from {', '.join(MEMORIES)} (got {args.memory!r})")
+    if args.baseline and args.memory != "rmt":
+        raise SystemExit("--baseline compares the published algorithm with --memory rmt only")
+    if args.baseline and args.steps < 5 and not args.quick:
+        raise SystemExit("--baseline reports medians of at least 5 timed steps: use --steps 5 or more")
     for name in ("steps", "batch_size", "answer_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
     return args
+
+
+def run_or_skip(script, params: dict, done: list[dict], device, isolation, args) -> dict:
+    """Measure one point, or skip it when its peak predicted from `done` exceeds the budget."""
+    predicted = bc.extrapolate_peak(done, "segments", params["segments"], max_exponent=1.0)
+    budget = bc.memory_budget_mb(device, args.memory_fraction)
+    keys = {k: params[k] for k in ("memory", "algorithm", "segments", "checkpointing")}
+    if predicted is not None and predicted > budget:
+        reason = f"predicted peak {predicted:.0f} MiB > memory budget {budget:.0f} MiB"
+        return {"status": "skipped", **keys, "reason": reason}
+    point = bc.run_point(script, measure, params, isolation, args.timeout)
+    for key, value in keys.items():
+        point.setdefault(key, value)
+    return point
 
 
 def main(argv=None) -> dict:
@@ -308,51 +440,41 @@ def main(argv=None) -> dict:
     }
     memories = args.memory.split(",")
     settings["memories"] = memories
-    points = []
-    for memory, ckpt in [(m, c) for m in memories for c in modes]:
-        done: list[dict] = []
-        for n in bc.parse_int_list(args.segments, "segments"):
-            params = {
-                "memory": memory,
-                "device": device,
-                "backbone": args.backbone,
-                "segments": n,
-                "checkpointing": ckpt,
-                "segment_size": segment_size,
-                "mem_tokens": mem_tokens,
-                "batch_size": args.batch_size,
-                "answer_tokens": args.answer_tokens,
-                "steps": args.steps,
-                "warmup": args.warmup,
-                "dtype": args.dtype,
-                "threads": args.threads,
-                "seed": args.seed,
-            }
-            predicted = bc.extrapolate_peak(done, "segments", n, max_exponent=1.0)
-            budget = bc.memory_budget_mb(device, args.memory_fraction)
-            if predicted is not None and predicted > budget:
-                point = {
-                    "status": "skipped",
-                    "memory": memory,
-                    "segments": n,
-                    "checkpointing": ckpt,
-                    "reason": f"predicted peak {predicted:.0f} MiB > memory budget {budget:.0f} MiB",
-                }
-            else:
-                point = bc.run_point(script, measure, params, isolation, args.timeout)
-                point.setdefault("memory", memory)
-                point.setdefault("segments", n)
-                point.setdefault("checkpointing", ckpt)
-            bc.log(
-                f"[bench_train] memory={memory} checkpointing={ckpt} segments={n}: {json.dumps(point)}"
-            )
-            points.append(point)
-            done.append(point)
+    runs = [(m, "rmt", c) for m in memories for c in modes]
+    if args.baseline:  # same segment count back to back: a loaded machine drifts less between them
+        runs = [("rmt", "baseline", False), ("rmt", "rmt", "auto"), ("rmt", "rmt", False)]
+    segments = bc.parse_int_list(args.segments, "segments")
+    order = [(r, n) for n in segments for r in runs] if args.baseline else [
+        (r, n) for r in runs for n in segments
+    ]
+    points, done = [], {r: [] for r in runs}  # done: earlier points of a run, to predict peaks
+    for (memory, algorithm, ckpt), n in order:
+        params = {
+            "memory": memory, "algorithm": algorithm, "device": device,
+            "backbone": args.backbone, "segments": n, "checkpointing": ckpt,
+            "segment_size": segment_size, "mem_tokens": mem_tokens,
+            "batch_size": args.batch_size, "answer_tokens": args.answer_tokens,
+            "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
+            "threads": args.threads, "seed": args.seed,
+        }  # fmt: skip
+        point = run_or_skip(script, params, done[(memory, algorithm, ckpt)], device, isolation, args)
+        bc.log(f"[bench_train] {algorithm} memory={memory} checkpointing={ckpt} segments={n}: "
+               f"{json.dumps(point)}")  # fmt: skip
+        points.append(point)
+        done[(memory, algorithm, ckpt)].append(point)
+    targets = check_targets(points)
+    if args.baseline:
+        targets["baseline_comparison"] = baseline_comparison(
+            points, peak_flops(device, args.peak_flops)
+        )
+        bc.log(targets["baseline_comparison"]["table"])
+        bc.log(MFU_NOTE)
     return bc.finish(
         script="scripts/bench_train.py",
         benchmark="train_step",
         stem=f"train_{args.backbone}_{device}"
-        + ("" if memories == ["rmt"] else f"_{'-'.join(memories)}"),
+        + ("" if memories == ["rmt"] else f"_{'-'.join(memories)}")
+        + ("_baseline" if args.baseline else ""),
         args=args,
         preset=preset,
         device=device,
@@ -360,7 +482,7 @@ def main(argv=None) -> dict:
         load_at_start=load_at_start,
         started=started,
         points=points,
-        targets=check_targets(points),
+        targets=targets,
         argv=argv,
         plot_fn=plot,
     )
