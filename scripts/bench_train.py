@@ -166,7 +166,8 @@ def check_targets(points: list[dict]) -> dict:
     ok = {
         (p["checkpointing"], p["segments"]): p
         for p in points
-        if p.get("status") == "ok" and p.get("memory", "rmt") == first
+        if p.get("status") == "ok"
+        and p.get("memory", "rmt") == first
         and p.get("algorithm", "rmt") == "rmt"
     }
     targets: dict = {"armt_over_rmt_step_time": armt_target(points)}
@@ -261,18 +262,31 @@ def peak_flops(device: str, given: float | None) -> float | None:
 def baseline_comparison(points: list[dict], peak: float | None) -> dict:
     """Per segment count: baseline vs rmt default (auto) vs rmt without checkpointing: tokens/s,
     ratios to the baseline, peak memory and MFU; plus the same as a Markdown table."""
-    ok = {(p["algorithm"], p["checkpointing"], p["segments"]): p for p in points if p.get("status") == "ok"}
-    rows, lines = [], [
-        "| segments | baseline tok/s | rmt default (auto) tok/s | rmt, checkpointing off tok/s "
-        "| peak MiB baseline / default / off | MFU % baseline / default / off | default recomputed |",
-        "|" + "---|" * 7,
-    ]
+    ok = {
+        (p["algorithm"], p["checkpointing"], p["segments"]): p
+        for p in points
+        if p.get("status") == "ok"
+    }
+    rows, lines = (
+        [],
+        [
+            "| segments | baseline tok/s | rmt default (auto) tok/s | rmt, checkpointing off tok/s "
+            "| peak MiB baseline / default / off | MFU % baseline / default / off | default recomputed |",
+            "|" + "---|" * 7,
+        ],
+    )
     for n in sorted({p["segments"] for p in points}):
-        trio = [ok.get(("baseline", False, n)), ok.get(("rmt", "auto", n)), ok.get(("rmt", False, n))]
+        trio = [
+            ok.get(("baseline", False, n)),
+            ok.get(("rmt", "auto", n)),
+            ok.get(("rmt", False, n)),
+        ]
         if None in trio:
             continue
         for q in trio:
-            q["mfu"] = None if peak is None else round(q["model_flops_per_step"] / q["step_s"] / peak, 4)
+            q["mfu"] = (
+                None if peak is None else round(q["model_flops_per_step"] / q["step_s"] / peak, 4)
+            )
         base, auto, off = trio
         row = {
             "segments": n,
@@ -309,9 +323,13 @@ def plot(result: dict, path: Path) -> None:
             label = "published algorithm (baseline)"
         else:
             ckpt = {True: "segment checkpointing", False: "no checkpointing"}
-            label = f"{p.get('memory', 'rmt')}, " + ckpt.get(p["checkpointing"], "checkpointing auto")
+            label = f"{p.get('memory', 'rmt')}, " + ckpt.get(
+                p["checkpointing"], "checkpointing auto"
+            )
         series.setdefault(label, []).append(p)
-    for style, (label, pts) in zip(["o-", "s--", "^-", "v--", "D-", "x--"], series.items()):
+    for style, (label, pts) in zip(
+        ["o-", "s--", "^-", "v--", "D-", "x--"], series.items(), strict=False
+    ):
         xs = [p["segments"] for p in pts]
         ax_speed.plot(xs, [p["tokens_per_s"] for p in pts], style, label=label)
         ax_mem.plot(xs, [p["peak_mb"] for p in pts], style, label=label)
@@ -388,7 +406,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.baseline and args.memory != "rmt":
         raise SystemExit("--baseline compares the published algorithm with --memory rmt only")
     if args.baseline and args.steps < 5 and not args.quick:
-        raise SystemExit("--baseline reports medians of at least 5 timed steps: use --steps 5 or more")
+        raise SystemExit(
+            "--baseline reports medians of at least 5 timed steps: use --steps 5 or more"
+        )
     for name in ("steps", "batch_size", "answer_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
@@ -444,9 +464,11 @@ def main(argv=None) -> dict:
     if args.baseline:  # same segment count back to back: a loaded machine drifts less between them
         runs = [("rmt", "baseline", False), ("rmt", "rmt", "auto"), ("rmt", "rmt", False)]
     segments = bc.parse_int_list(args.segments, "segments")
-    order = [(r, n) for n in segments for r in runs] if args.baseline else [
-        (r, n) for r in runs for n in segments
-    ]
+    order = (
+        [(r, n) for n in segments for r in runs]
+        if args.baseline
+        else [(r, n) for r in runs for n in segments]
+    )
     points, done = [], {r: [] for r in runs}  # done: earlier points of a run, to predict peaks
     for (memory, algorithm, ckpt), n in order:
         params = {
@@ -457,7 +479,9 @@ def main(argv=None) -> dict:
             "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
             "threads": args.threads, "seed": args.seed,
         }  # fmt: skip
-        point = run_or_skip(script, params, done[(memory, algorithm, ckpt)], device, isolation, args)
+        point = run_or_skip(
+            script, params, done[(memory, algorithm, ckpt)], device, isolation, args
+        )
         bc.log(f"[bench_train] {algorithm} memory={memory} checkpointing={ckpt} segments={n}: "
                f"{json.dumps(point)}")  # fmt: skip
         points.append(point)

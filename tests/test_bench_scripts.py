@@ -11,12 +11,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from helpers import REPO, checkout_env
 
 SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import bench_common as bc  # noqa: E402
+import bench_train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,59 @@ def test_encoder_bench_reports_both_variants(tmp_path, one_thread):
     assert all(p["step_s"] > 0 for p in res["points"])
     assert "ratio_vs_no_memory" in res["points"][0]
     assert json.loads((tmp_path / "encoder_tiny_encoder_cpu.json").read_text()) == res
+
+
+# ---------------------------------------------------------------- bench_train --baseline
+def test_baseline_algorithm_computes_rmts_loss_and_gradients(tiny_rmt):
+    """The baseline differs from rmt only in how it computes (all logits, activations kept): with
+    answer-only labels on unpadded full segments, loss and gradients are rmt's."""
+    ids = torch.randint(3, 97, (2, 24), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids, -100)
+    labels[:, -3:] = ids[:, -3:]
+    losses, grads = [], []
+    for baseline in (False, True):
+        model = tiny_rmt("llama", mem=3, seg=8, segment_checkpointing=False).train()
+        loss = (
+            bench_train.baseline_loss(model, ids, labels)
+            if baseline
+            else model(ids, labels=labels).loss
+        )
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_model_flops_count_non_embedding_parameters_and_head_rows(tiny_rmt):
+    model = tiny_rmt("llama", mem=3, seg=8)
+    vocab, hidden = model.backbone.get_input_embeddings().weight.shape
+    embeddings = vocab * hidden * (1 if model.config.backbone_config.tie_word_embeddings else 2)
+    non_embedding = sum(p.numel() for p in model.backbone.parameters()) - embeddings
+    assert bench_train.model_flops(model, 10, 0) == 6 * non_embedding * 10
+    assert bench_train.model_flops(model, 10, 4) - bench_train.model_flops(model, 10, 0) == (
+        6 * hidden * vocab * 4
+    )
+
+
+def test_baseline_comparison_ratios_and_mfu():
+    def point(algorithm, ckpt, tok_s, recomputed=False):
+        return {"status": "ok", "algorithm": algorithm, "checkpointing": ckpt, "segments": 8,
+                "tokens_per_s": tok_s, "step_s": 1000 / tok_s, "peak_mb": 10.0,
+                "model_flops_per_step": 10**6, "recomputed": recomputed}  # fmt: skip
+
+    points = [point("baseline", False, 100.0), point("rmt", "auto", 150.0, True),
+              point("rmt", False, 200.0)]  # fmt: skip
+    (row,) = bench_train.baseline_comparison(points, None)["rows"]
+    assert row["default_over_baseline"] == 1.5 and row["off_over_baseline"] == 2.0
+    assert row["mfu"] == [None, None, None] and row["default_recomputed"] is True
+    with_peak = bench_train.baseline_comparison(points, 10**6)
+    assert with_peak["rows"][0]["mfu"] == [0.1, 0.15, 0.2]  # flops/step / step_s / peak
+    assert "6 x non-embedding" in with_peak["mfu_counted_as"] and "| 8 |" in with_peak["table"]
+
+
+def test_baseline_needs_five_timed_steps():
+    with pytest.raises(SystemExit, match="at least 5 timed steps"):
+        bench_train.parse_args(["--baseline", "--steps", "3"])
