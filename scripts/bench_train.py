@@ -259,6 +259,13 @@ def peak_flops(device: str, given: float | None) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
+COMPARISON_HEAD = (
+    "| segments | baseline tok/s | rmt default (auto) tok/s | rmt, checkpointing off tok/s "
+    "| peak MiB baseline / default / off | MFU % baseline / default / off | default recomputed "
+    "| CPU-time ratios default / off |"
+)
+
+
 def baseline_comparison(points: list[dict], peak: float | None) -> dict:
     """Per segment count: baseline vs rmt default (auto) vs rmt without checkpointing: tokens/s,
     ratios to the baseline, peak memory and MFU; plus the same as a Markdown table."""
@@ -267,19 +274,10 @@ def baseline_comparison(points: list[dict], peak: float | None) -> dict:
         for p in points
         if p.get("status") == "ok"
     }
-    rows, lines = (
-        [],
-        [
-            "| segments | baseline tok/s | rmt default (auto) tok/s | rmt, checkpointing off tok/s "
-            "| peak MiB baseline / default / off | MFU % baseline / default / off | default recomputed |",
-            "|" + "---|" * 7,
-        ],
-    )
+    rows, lines = [], [COMPARISON_HEAD, "|" + "---|" * 8]
     for n in sorted({p["segments"] for p in points}):
         trio = [
-            ok.get(("baseline", False, n)),
-            ok.get(("rmt", "auto", n)),
-            ok.get(("rmt", False, n)),
+            ok.get(key + (n,)) for key in (("baseline", False), ("rmt", "auto"), ("rmt", False))
         ]
         if None in trio:
             continue
@@ -296,15 +294,20 @@ def baseline_comparison(points: list[dict], peak: float | None) -> dict:
             "peak_mb": [q["peak_mb"] for q in trio],
             "mfu": [q["mfu"] for q in trio],
             "default_recomputed": auto["recomputed"],
+            # process CPU time: on a loaded machine with --threads 1, what an idle core would take
+            "cpu_time_ratios": [
+                round(q["cpu_tokens_per_s"] / base["cpu_tokens_per_s"], 3) for q in (auto, off)
+            ],
         }
         rows.append(row)
         mfu = " / ".join("-" if q["mfu"] is None else f"{100 * q['mfu']:.2f}" for q in trio)
+        peaks = " / ".join(f"{q['peak_mb']:,.1f}" for q in trio)
+        cpu = " / ".join(f"{r:.2f}x" for r in row["cpu_time_ratios"])
         lines.append(
             f"| {n} | {base['tokens_per_s']:,.1f} | {auto['tokens_per_s']:,.1f} "
             f"({row['default_over_baseline']:.2f}x) | {off['tokens_per_s']:,.1f} "
-            f"({row['off_over_baseline']:.2f}x) | "
-            + " / ".join(f"{q['peak_mb']:,.1f}" for q in trio)
-            + f" | {mfu} | {'yes' if auto['recomputed'] else 'no'} |"
+            f"({row['off_over_baseline']:.2f}x) | {peaks} | {mfu} "
+            f"| {'yes' if auto['recomputed'] else 'no'} | {cpu} |"
         )
     return {"rows": rows, "table": "\n".join(lines), "peak_flops": peak, "mfu_counted_as": MFU_NOTE}
 

@@ -230,13 +230,15 @@ def test_baseline_comparison_ratios_and_mfu():
     def point(algorithm, ckpt, tok_s, recomputed=False):
         return {"status": "ok", "algorithm": algorithm, "checkpointing": ckpt, "segments": 8,
                 "tokens_per_s": tok_s, "step_s": 1000 / tok_s, "peak_mb": 10.0,
-                "model_flops_per_step": 10**6, "recomputed": recomputed}  # fmt: skip
+                "model_flops_per_step": 10**6, "recomputed": recomputed,
+                "cpu_tokens_per_s": tok_s / 2}  # fmt: skip
 
     points = [point("baseline", False, 100.0), point("rmt", "auto", 150.0, True),
               point("rmt", False, 200.0)]  # fmt: skip
     (row,) = bench_train.baseline_comparison(points, None)["rows"]
     assert row["default_over_baseline"] == 1.5 and row["off_over_baseline"] == 2.0
     assert row["mfu"] == [None, None, None] and row["default_recomputed"] is True
+    assert row["cpu_time_ratios"] == [1.5, 2.0]
     with_peak = bench_train.baseline_comparison(points, 10**6)
     assert with_peak["rows"][0]["mfu"] == [0.1, 0.15, 0.2]  # flops/step / step_s / peak
     assert "6 x non-embedding" in with_peak["mfu_counted_as"] and "| 8 |" in with_peak["table"]
