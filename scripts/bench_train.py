@@ -8,11 +8,14 @@ process so that its peak memory (RSS on CPU, `max_memory_allocated` on CUDA) is 
     python scripts/bench_train.py --backbone tiny
     python scripts/bench_train.py --backbone gpt2-small --segments 1,2,4,8 --steps 1
     python scripts/bench_train.py --memory rmt,armt --segments 2,8   # ARMT's step time over RMT's
+    python scripts/bench_train.py --baseline --steps 5 --segments 2,8,32   # vs the published algorithm
 
 Prints one JSON document and writes `<out>/train_<backbone>_<device>[_<memories>].{json,png}`.
 Targets (issue 6): with checkpointing, peak(32 segments) <= 1.3 x peak(2 segments), and
 tokens/s within 1.4x of the non-checkpointed path (both on the first --memory). Issue 16: an ARMT
-step takes at most 1.5x an RMT step with the same backbone and memory tokens.
+step takes at most 1.5x an RMT step with the same backbone and memory tokens. Issue 15
+(`--baseline`): rmt's default against the published algorithm (all logits, no checkpointing) on the
+same machine in the same call, with peak memory and MFU.
 """
 
 from __future__ import annotations
