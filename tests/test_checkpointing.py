@@ -92,7 +92,7 @@ def test_free_memory_on_cpu_is_available_ram():
     assert 0 < free <= 1024**5
 
 
-@pytest.mark.parametrize("budget", [0, -0.5, 1.5, "half"])
+@pytest.mark.parametrize("budget", [0, -0.5, 1.5, "half", True])
 def test_budget_must_be_a_fraction(budget):
     bb = tiny_backbone_config("llama", vocab_size=97, hidden_size=32, num_layers=2, num_heads=4)
     with pytest.raises(ValueError, match="checkpointing_budget"):

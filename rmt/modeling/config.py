@@ -89,8 +89,8 @@ class RMTConfig(PreTrainedConfig):
     classifier_dropout: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
-        # rmt <= 0.2 decided `auto` checkpointing by segment count; configs saved then carry the
-        # threshold, which the memory budget replaces. Dropped so it is not saved again.
+        # Before the memory budget, `auto` checkpointing was decided by segment count, and configs
+        # saved then (rmt 0.1.0's included) carry that threshold. Dropped so it is not saved again.
         kwargs.pop("checkpointing_min_segments", None)
         if isinstance(self.backbone_config, dict):
             bb = dict(self.backbone_config)
@@ -133,8 +133,11 @@ class RMTConfig(PreTrainedConfig):
             raise ValueError(
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
             )
-        if not isinstance(self.checkpointing_budget, (int, float)) or not (
-            0 < self.checkpointing_budget <= 1
+        budget = self.checkpointing_budget
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (0 < budget <= 1)
         ):
             raise ValueError(
                 f"checkpointing_budget={self.checkpointing_budget!r}: use a fraction of the free "
