@@ -9,6 +9,7 @@
       tb/                     TensorBoard events
       best/                   save_pretrained model + tokenizer + config.yaml + trainer_state.json
       last/                   accelerator.save_state + trainer_state.json, for resume
+      predictions/valid_<step>.jsonl   one line per validation sample: prompt digest, answer
       summary.json            final metrics
 
 Why atomic: a run can be killed at any moment (pre-emption, OOM, Ctrl-C). Every checkpoint is
@@ -45,6 +46,7 @@ TB_DIR = "tb"
 BEST = "best"
 LAST = "last"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+PREDICTIONS_DIR = "predictions"
 
 
 class CheckpointError(ValueError):
@@ -177,6 +179,20 @@ def load_last(run_dir: str | os.PathLike, *, accelerator) -> dict[str, Any]:
         )
     accelerator.load_state(str(ckpt))
     return read_state(ckpt)
+
+
+# ---------------------------------------------------------------------------- predictions
+def predictions_file(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the validation at ``step`` writes its per-sample predictions."""
+    return Path(run_dir) / PREDICTIONS_DIR / f"valid_{step}.jsonl"
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """A whole JSON-lines file at once (written to a temporary name, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------- resolving

@@ -126,7 +126,8 @@ def test_impossible_config_fails_before_training_with_the_fix(tmp_path, monkeypa
 
     handlers = list(logging.getLogger().handlers)
     run = tmp_path / "run"
-    assert main_in_process(monkeypatch, "segment.size=250", f"hydra.run.dir={run}") == 2
+    picks = ("segment.size=250", "backbone.max_positions=256", f"hydra.run.dir={run}")
+    assert main_in_process(monkeypatch, *picks) == 2
     err = capsys.readouterr().err
     assert "segment.size=250" in err and "lower segment.size to 236" in err
     assert not (run / "metrics.jsonl").exists()

@@ -180,7 +180,7 @@ def test_babi_source_hides_babi_file_stories(run_dir: Path, tmp_path: Path):
     out = tmp_path / "babi_out"
     res = run_eval_inprocess(
         [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[200]", "samples=5",
-         "data.source=babi", f"data.path={tmp_path}", "progress_bar=false"],
+         "data.source=babi", f"data.path={tmp_path}", "data.split=test", "progress_bar=false"],
         out,
     )  # fmt: skip
     assert len(res) == 1 and res[0].n == 2  # the file holds two questions
@@ -190,7 +190,8 @@ def test_babi_source_hides_babi_file_stories(run_dir: Path, tmp_path: Path):
 
 
 def test_a_run_trained_on_babi_files_is_evaluated_on_their_test_file(tmp_path: Path):
-    """Without data.source, rmt-eval reads the run's own source: its bAbI _test file."""
+    """Without data.source, rmt-eval reads the run's own source: its bAbI _test file with
+    data.split=test (by default the run's validation stories, held out of its _train files)."""
     from omegaconf import OmegaConf
 
     folder = tmp_path / "babi"
@@ -205,7 +206,8 @@ def test_a_run_trained_on_babi_files_is_evaluated_on_their_test_file(tmp_path: P
         config.write_text(OmegaConf.to_yaml(cfg))
     out = tmp_path / "out"
     res = run_eval_inprocess(
-        [f"checkpoint={run}", "lengths=[0k]", "samples=5", "progress_bar=false"], out
+        [f"checkpoint={run}", "lengths=[0k]", "samples=5", "data.split=test", "progress_bar=false"],
+        out,
     )
     assert len(res) == 1 and res[0].n == 1  # the file's one question, not generated stories
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]

@@ -175,7 +175,7 @@ def test_failed_best_save_leaves_best_untouched(fast_cfg, monkeypatch):
     scores = iter([0.5, 0.9])
 
     def evaluate(self):
-        return {"accuracy": next(scores), "loss": 1.0, "samples": 8}
+        return {"accuracy": next(scores), "loss": 1.0, "samples": 8}, []
 
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
@@ -213,7 +213,9 @@ def test_curriculum_switches_stage_from_the_best_model(fast_cfg, monkeypatch):
     # stage 0: best at step 1 (0.9), then worse; stage 1 starts from step 1's weights
     scores = iter([0.9, 0.2, 0.1, 0.3, 0.4])
     monkeypatch.setattr(
-        Trainer, "evaluate", lambda self: {"accuracy": next(scores), "loss": 1.0, "samples": 8}
+        Trainer,
+        "evaluate",
+        lambda self: ({"accuracy": next(scores), "loss": 1.0, "samples": 8}, []),
     )
     seen = {}
     original = Trainer.next_stage
@@ -252,7 +254,9 @@ def test_until_accuracy_ends_a_stage_early(fast_cfg, monkeypatch):
     )
     scores = iter([0.1, 0.6, 0.0])
     monkeypatch.setattr(
-        Trainer, "evaluate", lambda self: {"accuracy": next(scores), "loss": 1.0, "samples": 8}
+        Trainer,
+        "evaluate",
+        lambda self: ({"accuracy": next(scores), "loss": 1.0, "samples": 8}, []),
     )
     result = trainer.train(cfg)
     assert result["steps"] == 3 and result["stopped"] == "curriculum_done"
@@ -396,7 +400,7 @@ def test_gradient_accumulation_equals_one_large_batch(fast_cfg, monkeypatch):
     here (checked). Clipping is off, so a gradient off by a factor would show.
     """
     monkeypatch.setattr(
-        Trainer, "evaluate", lambda self: {"accuracy": 0.0, "loss": 1.0, "samples": 8}
+        Trainer, "evaluate", lambda self: ({"accuracy": 0.0, "loss": 1.0, "samples": 8}, [])
     )
     common = ("task.train_samples=16", "trainer.max_steps=1", "trainer.max_grad_norm=null")
     grads, batches = {}, {}

@@ -58,7 +58,7 @@ class BackboneConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int | None = None  # None = 4 * hidden_size
-    max_positions: int = 512
+    max_positions: int | None = 512  # None: exactly segment.size + 2*memory.num_tokens (random)
     dropout: float = 0.0
     dtype: str | None = None  # dtype for pretrained weights: float32 | bfloat16 | float16 | None
 
@@ -273,7 +273,7 @@ def _positions_limit(cfg: DictConfig) -> int | None:
     """Position limit of the configured backbone, without loading weights."""
     bb = cfg.backbone
     if bb.pretrained is None:
-        return bb.max_positions
+        return bb.max_positions  # None: sized to fit (tiny_positions), no limit to check
     hf_cfg = _pretrained_config(bb)
     for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(hf_cfg, attr, None)

@@ -36,10 +36,8 @@ class EvalDataConfig:
     """
 
     source: str | None = None  # None = the run's task.source; generated | babi | babilong
-    path: str | None = (
-        None  # babi: bAbI folder; babilong: Hub id (default RMT-team/babilong) or folder
-    )
-    split: str = "test"  # generated: generator split (stories never shared with train/valid)
+    path: str | None = None  # None = the run's task.path (or the source's default)
+    split: str | None = None  # None = validation (the run's own); test: never-trained stories
 
 
 @dataclass
@@ -60,16 +58,18 @@ class EvalConfig:
     checkpoints: list[str] = field(default_factory=list)  # several, compared in one table
     names: list[str] = field(default_factory=list)  # display names, one per checkpoint
     tasks: list[str] | None = None  # None = the run's task.tasks
-    lengths: list[str] | None = None  # None = the task's (BABILong 0k,1k,4k; LM 512..4k tokens)
-    samples: int = 100  # samples per (task, length) cell
-    batch_size: int = 16
+    # None = the task's (BABILong: x1..x16, xK = K times the run's validation length; LM 512..4k)
+    lengths: list[str] | None = None
+    samples: int | None = None  # per (task, length) cell; None = the run's validation samples
+    stage: int | None = None  # curriculum stage of story sizes; None = the checkpoint's stage
+    batch_size: int | None = None  # None = the run's trainer.eval_batch_size
     max_batch_tokens: int = 65536  # fewer samples per batch at long lengths; 1 beyond this
-    seed: int = 0
+    seed: int | None = None  # None = the run's trainer.seed (same seed, same samples)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     background: EvalBackgroundConfig = field(default_factory=EvalBackgroundConfig)
     position: list[float] | None = None  # fact placement [start, end]; None = the run's
     scoring: str | None = None  # None = the run's task.scoring; babilong | strict
-    max_new_tokens: int = 8
+    max_new_tokens: int | None = None  # None = the run's trainer.max_new_tokens
     baseline: bool = False  # also score the backbone alone on the end of the input
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:1 ...
     dtype: str | None = None  # None = as saved; float32 | bfloat16 | float16
@@ -77,6 +77,15 @@ class EvalConfig:
     progress_bar: bool = True
     save_predictions: bool = True  # predictions.jsonl: one line per sample and mode
     output_dir: str | None = None  # set from Hydra's run dir
+
+
+def length_times(label: str) -> int | None:
+    """``"x4"`` -> 4 (a multiple of the run's validation length); None for other labels."""
+    if not label.startswith("x"):
+        return None
+    if not label[1:].isdigit() or int(label[1:]) < 1:
+        raise ValueError(f"{label!r} is not a length: write x1, x2, ... (K times the run's)")
+    return int(label[1:])
 
 
 def register_configs() -> None:
@@ -104,7 +113,8 @@ def validate(cfg: DictConfig) -> None:
             "give one name per checkpoint or leave names empty."
         )
     if cfg.data.source is not None:
-        check_source(cfg.data.source, key="data.source", path_key="data.path", renamed=EVAL_RENAMED)
+        check_source(cfg.data.source, key="data.source", path_key="data.path",
+                     renamed=EVAL_RENAMED)  # fmt: skip
     if cfg.scoring is not None:
         check_scoring(cfg.scoring, key="scoring")
     if cfg.data.source == "babi" and not cfg.data.path:
@@ -113,15 +123,17 @@ def validate(cfg: DictConfig) -> None:
             "(e.g. tasks_1-20_v1-2/en-10k)."
         )
     for key in ("samples", "batch_size", "max_batch_tokens", "max_new_tokens"):
-        if cfg[key] < 1:
+        if cfg[key] is not None and cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]}: must be >= 1.")
     if cfg.lengths is not None and not cfg.lengths:
-        raise ValueError("lengths is empty; give e.g. lengths=[0k,1k,4k], or leave it unset.")
+        raise ValueError(
+            "lengths is empty; give e.g. lengths=[x1,x4] or [0k,1k,4k], or leave it unset."
+        )
     for length in cfg.lengths or ():
         try:
-            parse_length(str(length))
+            length_times(str(length)) or parse_length(str(length))
         except ValueError as exc:
-            raise ValueError(f"lengths: {exc}") from exc
+            raise ValueError(f"lengths: {exc}; or xK for K times the run's length") from exc
     if cfg.background.kind is not None and cfg.background.kind not in BACKGROUND_KINDS:
         raise ValueError(
             f"background.kind={cfg.background.kind!r}: unknown; use one of "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,9 +23,9 @@ from rmt.eval.config import checkpoint_list, validate
 from rmt.eval.grid import Grid, evaluate_model, unique_names
 from rmt.eval.plots import plot_heatmap, plot_segment_perplexity
 from rmt.eval.results import EvalResult, format_table, group_by_series, write_csv, write_json
+from rmt.eval.setting import resolve
 from rmt.modeling.factory import memory_summary
 from rmt.run import override_key, read_overrides
-from rmt.tasks.babilong.haystack import parse_length
 from rmt.tasks.base import Task, build_task, task_class
 from rmt.tasks.generative import baseline_window
 
@@ -173,12 +173,13 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
     """Score one checkpoint on its run's task; returns its rows and its entry of meta.models."""
     model, tokenizer = ckpt_io.load(ck, device=device, dtype=cfg.dtype)
     task = run_task(ck.run_config, cfg, tokenizer)
-    tasks: Sequence[str] = list(cfg.tasks) if cfg.tasks is not None else task.subtasks
-    task.check_subtasks(tasks)
-    lengths = [(str(n), parse_length(str(n))) for n in (cfg.lengths or task.default_lengths)]
-    cells = task.eval_cells(tasks, lengths)
-    items = lambda cell: task.eval_items(cell, samples=cfg.samples, seed=cfg.seed,  # noqa: E731
-                                         split=cfg.data.split)  # fmt: skip
+    setting = resolve(cfg, ck.run_config, ck.trainer_state, task)
+    task.check_subtasks(setting.tasks)
+    cells = task.eval_cells(setting.tasks, setting.lengths)
+    items = lambda cell: task.eval_items(  # noqa: E731
+        cell, samples=setting.samples, seed=setting.seed, split=setting.split,
+        stage=setting.stage, tasks=setting.order,
+    )  # fmt: skip
     if task.eval_kind == "perplexity":
         if cfg.baseline:
             raise ValueError(
@@ -187,23 +188,23 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
             )
         rows = perplexity.evaluate_perplexity(
             model, task, cells, items, name=name, checkpoint=str(ck.best_dir),
-            batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens,
+            batch_size=setting.batch_size, max_batch_tokens=cfg.max_batch_tokens,
             progress=cfg.progress_bar,
         )  # fmt: skip
-        return rows, _meta(cfg, name, ck, model, task)
+        return rows, _meta(cfg, name, ck, model, task, setting)
     modes = ("rmt", "baseline") if cfg.baseline else ("rmt",)
     with open(predictions, "a") if predictions else contextlib.nullcontext() as pred_file:
         grid = Grid(
-            task, tokenizer, name, str(ck.best_dir), modes=modes, batch_size=cfg.batch_size,
-            max_batch_tokens=cfg.max_batch_tokens, max_new_tokens=cfg.max_new_tokens,
+            task, tokenizer, name, str(ck.best_dir), modes=modes, batch_size=setting.batch_size,
+            max_batch_tokens=cfg.max_batch_tokens, max_new_tokens=setting.max_new_tokens,
             predictions=pred_file,
         )  # fmt: skip
         rows = evaluate_model(model, grid, cells, items, progress=cfg.progress_bar,
-                              samples_per_cell=cfg.samples)  # fmt: skip
-    return rows, _meta(cfg, name, ck, model, task)
+                              samples_per_cell=setting.samples)  # fmt: skip
+    return rows, _meta(cfg, name, ck, model, task, setting)
 
 
-def _meta(cfg, name: str, ck, model, task: Task) -> dict:
+def _meta(cfg, name: str, ck, model, task: Task, setting) -> dict:
     """The entry of ``meta.models`` in results.json for one checkpoint."""
     return {
         "name": name,
@@ -215,5 +216,6 @@ def _meta(cfg, name: str, ck, model, task: Task) -> dict:
         **memory_summary(model),
         "segment_size": model.config.segment_size,
         "scoring": task.scoring,
+        "setting": asdict(setting),
         "baseline_window": baseline_window(model) if cfg.baseline else None,
     }

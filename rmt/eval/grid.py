@@ -30,7 +30,13 @@ from tqdm.auto import tqdm
 
 from rmt.eval.results import EvalResult
 from rmt.tasks.base import EvalCell, EvalItem, Task
-from rmt.tasks.generative import MODES, generate_answers, judge_answers, special_ids
+from rmt.tasks.generative import (
+    MODES,
+    generate_answers,
+    judge_answers,
+    prompt_digest,
+    special_ids,
+)
 
 
 @dataclass
@@ -133,7 +139,8 @@ def _score_batch(model, grid: Grid, cell: EvalCell, mode: str, batch: list[EvalI
         if grid.predictions is not None:
             record = {
                 "model": grid.name, "mode": mode, "task": item.task, "length": cell.length,
-                "index": item.index, "prompt_tokens": len(item.prompt_ids), "target": item.target,
+                "index": item.index, "question": item.question, "target": item.target,
+                "prompt_tokens": len(item.prompt_ids), "prompt_sha1": prompt_digest(item.prompt_ids),
                 "output": verdict.output, "correct": verdict.correct, "exact_match": verdict.exact,
             }  # fmt: skip
             grid.predictions.write(json.dumps(record) + "\n")

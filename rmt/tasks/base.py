@@ -75,11 +75,18 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class EvalCell:
-    """One cell of the evaluation grid: a sub-task at one input length."""
+    """One cell of the evaluation grid: a sub-task at one input length.
+
+    ``whole=False`` (BABILong's convention, labels such as ``4k``): ``tokens`` is the text the
+    question is asked about. ``whole=True`` (the run's own lengths, labels such as ``x2``): a
+    sample is ``tokens`` long with its question and answer, as a training or validation sample
+    fills its segments, so ``x1`` rebuilds the run's validation samples exactly.
+    """
 
     task: str  # e.g. qa1
-    length: str  # label, e.g. "4k"
+    length: str  # label, e.g. "4k" or "x2"
     tokens: int  # the length in tokens
+    whole: bool = False  # tokens counts the whole sample (question and answer included)
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,9 @@ class Task(ABC):
     def validation_rows(self, model, batch: dict, *, max_new_tokens: int
                         ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Per-sample validation tensors of a batch (first dimension = samples), gathered over
-        processes by the trainer and reduced by :meth:`validation_metrics`."""
+        processes by the trainer and reduced by :meth:`validation_metrics`; optionally
+        ``records``, one dict per sample, which the trainer writes to the run's predictions
+        file (``rmt.run.predictions_file``)."""
 
     @abstractmethod
     def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -196,16 +205,41 @@ class Task(ABC):
         accuracies it produced (a task with one rule keeps this default)."""
         return self.name
 
+    def validation_length(self, stage: int) -> int:
+        """Tokens of a validation sample of curriculum ``stage``: its longest segment count."""
+        return max(self.cfg.curriculum[stage].segments) * self.segment_size
+
+    def validation_samples(self, limit: int | None) -> tuple[int, list[str] | None]:
+        """How validation draws its samples, for :meth:`eval_items`: ``(samples, tasks)``.
+
+        ``limit`` is the trainer's ``eval_samples`` (None = the whole validation set).
+        """
+        n = self.cfg.valid_samples
+        return (n if limit is None else min(n, limit)), self.subtasks
+
+    def scaled_length(self, stage: int, times: int) -> tuple[str, int, bool]:
+        """``(label, tokens, whole)`` of ``times`` x the validation length of ``stage``
+        (rmt-eval's ``x<times>`` lengths)."""
+        return f"x{times}", times * self.validation_length(stage), True
+
     def eval_cells(
-        self, tasks: Sequence[str], lengths: Sequence[tuple[str, int]]
+        self, tasks: Sequence[str], lengths: Sequence[tuple[str, int, bool]]
     ) -> list[EvalCell]:
-        """The grid: every sub-task at every ``(label, tokens)`` length."""
-        return [EvalCell(t, label, tokens) for t in tasks for label, tokens in lengths]
+        """The grid: every sub-task at every ``(label, tokens, whole)`` length."""
+        return [EvalCell(t, *length) for t in tasks for length in lengths]
 
     @abstractmethod
-    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test"
+    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test",
+                   stage: int = -1, tasks: Sequence[str] | None = None
                    ) -> Iterator[EvalItem]:  # fmt: skip
-        """Up to ``samples`` prompts of one cell from ``split``, built lazily (one at a time)."""
+        """Prompts of one cell from ``split``, built lazily (one at a time), with the story
+        settings of curriculum ``stage``.
+
+        ``tasks=None``: the first ``samples`` of ``cell.task`` alone. ``tasks``: the samples are
+        drawn over these sub-tasks in the order validation draws them, and the ones of
+        ``cell.task`` among the first ``samples`` are yielded, with their index in that order, so
+        the run's validation settings give its validation samples.
+        """
 
     @property
     def subtasks(self) -> list[str]:

@@ -8,6 +8,8 @@ validation accuracy and an evaluation accuracy of the same model on the same pro
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,18 +53,41 @@ def compute_loss(model, batch: dict, aux_weight: float) -> tuple[torch.Tensor, d
 
 
 def answer_rows(task: Task, model, batch: dict, *, max_new_tokens: int
-                ) -> dict[str, torch.Tensor]:  # fmt: skip
+                ) -> dict[str, Any]:  # fmt: skip
     """Validation of a generative task: each sample's answer loss and whether its answer,
-    generated through memory and judged by the task, is correct."""
+    generated through memory and judged by the task, is correct (tensors), and its
+    ``records`` (the predictions file of the validation)."""
     pad_id, eos_id = special_ids(task.tokenizer)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 labels=batch["labels"])  # fmt: skip
-    answers = generate_answers(model, batch_prompts(batch), max_new_tokens=max_new_tokens,
+    prompts = batch_prompts(batch)
+    answers = generate_answers(model, prompts, max_new_tokens=max_new_tokens,
                                pad_id=pad_id, eos_id=eos_id)  # fmt: skip
     verdicts = judge_answers(task, task.tokenizer, answers, targets=batch["target"],
                              questions=batch["question"], subtasks=batch["task"])  # fmt: skip
     correct = torch.tensor([v.correct for v in verdicts], dtype=torch.float32)
-    return {"correct": correct.to(out.sample_loss.device), "loss": out.sample_loss.float()}
+    return {"correct": correct.to(out.sample_loss.device), "loss": out.sample_loss.float(),
+            "records": answer_records(batch, prompts, verdicts)}  # fmt: skip
+
+
+def answer_records(batch: dict, prompts: list[torch.Tensor], verdicts) -> list[dict[str, Any]]:
+    """Validation predictions of a batch, in the fields of rmt-eval's predictions.jsonl: what
+    ``rmt-eval checkpoint=<run>`` must reproduce (the trainer writes them to the run folder)."""
+    return [
+        {"task": task, "question": question, "target": target, "prompt_tokens": len(prompt),
+         "prompt_sha1": prompt_digest(prompt), "output": v.output, "correct": v.correct,
+         "exact_match": v.exact}
+        for task, question, target, prompt, v in zip(
+            batch["task"], batch["question"], batch["target"], prompts, verdicts, strict=True
+        )
+    ]  # fmt: skip
+
+
+def prompt_digest(prompt_ids) -> str:
+    """SHA-1 of a prompt's token ids: validation and rmt-eval records name the exact prompt
+    they answered without storing it (a long-input prompt is megabytes)."""
+    ids = prompt_ids.tolist() if hasattr(prompt_ids, "tolist") else list(prompt_ids)
+    return hashlib.sha1(json.dumps([int(i) for i in ids]).encode()).hexdigest()
 
 
 def answer_metrics(rows: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -61,7 +61,7 @@ def build_model(cfg: DictConfig, tokenizer, *, head: str | None = None, **head_k
         sizes = dict(
             vocab_size=len(tokenizer), hidden_size=bb.hidden_size, num_layers=bb.num_layers,
             num_heads=bb.num_heads, intermediate_size=bb.intermediate_size,
-            max_positions=bb.max_positions, dropout=bb.dropout,
+            max_positions=tiny_positions(cfg), dropout=bb.dropout,
         )  # fmt: skip
         if bb.family in ENCODER_FAMILIES:
             backbone_config = tiny_encoder_config(
@@ -78,6 +78,13 @@ def build_model(cfg: DictConfig, tokenizer, *, head: str | None = None, **head_k
     if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
         backbone.resize_token_embeddings(len(tokenizer))
     return build_rmt(backbone=backbone, head=head, **kwargs)
+
+
+def tiny_positions(cfg: DictConfig) -> int:
+    """Position limit of a random backbone: ``backbone.max_positions``, or (null) exactly what a
+    segment with its memory needs, so any ``segment.size`` and ``memory.num_tokens`` fit."""
+    bb = cfg.backbone
+    return bb.max_positions or cfg.segment.size + 2 * cfg.memory.num_tokens
 
 
 def task_for(cfg: DictConfig, tokenizer) -> Task:

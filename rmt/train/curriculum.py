@@ -86,7 +86,7 @@ def valid_loader(task: Task, cfg: DictConfig, stage: int, *, batch_size: int) ->
     dataset = task.dataset(
         "validation", stage=stage, seed=cfg.trainer.seed, num_samples=cfg.task.valid_samples
     )
-    total = max(cfg.task.curriculum[stage].segments) * cfg.segment.size
+    total = task.validation_length(stage)
     return _loader(task, cfg, dataset, FixedLengthBatches(len(dataset), batch_size, total))
 
 

@@ -39,10 +39,12 @@ from rmt.run import (
     check_fresh_run_dir,
     load_last,
     new_state,
+    predictions_file,
     resolve_checkpoint,
     save_best,
     save_last,
     write_json,
+    write_jsonl,
 )
 from rmt.train import build, curriculum, distributed, trackers
 from rmt.train.metrics import MetricsLog, Window, summary_table
@@ -302,10 +304,12 @@ class Trainer:
         p = self.progress
         self.valid_step = p.step
         with distributed.full_weights(self.accelerator, self.model):  # FSDP: whole weights
-            result = self.evaluate()  # (generation runs outside the root forward)
+            result, records = self.evaluate()  # (generation runs outside the root forward)
         result.update(stage=p.stage, segments=max(self.stages[p.stage].segments),
                       minutes=self.elapsed() / 60)  # fmt: skip
         self.metrics.log("valid", p.step, result)
+        if self.main and records:  # what rmt-eval reproduces: each sample's prompt and answer
+            write_jsonl(predictions_file(self.run_dir, p.step), records)
         if self._improves(result[self.task.metric]):
             p.best_metric, p.best_step = result[self.task.metric], p.step
             weights = distributed.consolidated_state_dict(self.accelerator, self.model)  # all ranks
@@ -328,19 +332,23 @@ class Trainer:
         return f"valid/{self.task.metric}"
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """The task's validation metrics (BABILong: answer loss + accuracy of answers generated
         through memory, rmt-eval's generate-and-judge path; LM: perplexity by segment index) over
-        ``trainer.eval_samples`` samples, gathered from every process."""
+        ``trainer.eval_samples`` samples, gathered from every process; and the per-sample
+        ``records`` a task's rows may carry (answer tasks: prompt digest, answer, verdict),
+        numbered by their place in the validation set."""
         acc, tr = self.accelerator, self.cfg.trainer
         model = acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         parts: dict[str, list[torch.Tensor]] = {}
+        records: list[dict[str, Any]] = []
         seen = 0
         for batch in self._valid_loader():
             with acc.autocast():
                 rows = self.task.validation_rows(model, batch, max_new_tokens=tr.max_new_tokens)
+            records += acc.gather_for_metrics(rows.pop("records", []), use_gather_object=True)
             rows = acc.gather_for_metrics(rows)
             for key, value in rows.items():
                 parts.setdefault(key, []).append(value.cpu())
@@ -350,7 +358,8 @@ class Trainer:
         model.train(was_training)
         rows = {key: torch.cat(values)[: tr.eval_samples] for key, values in parts.items()}
         samples = len(next(iter(rows.values())))
-        return {**self.task.validation_metrics(rows), "samples": samples}
+        records = [{"index": i, **r} for i, r in enumerate(records[: tr.eval_samples])]
+        return {**self.task.validation_metrics(rows), "samples": samples}, records
 
     def _valid_loader(self):
         stage = self.progress.stage

@@ -97,6 +97,12 @@ class BabilongDataset(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def task_at(self, index: int) -> str:
+        """The sub-task of item ``index`` (without building the sample)."""
+        if self.samples is not None:
+            return self.samples[index].task
+        return self.tasks[index % len(self.tasks)]
+
     def sample(self, index: int) -> BabiSample:
         """The bAbI sample behind item ``index``."""
         if self.samples is not None:

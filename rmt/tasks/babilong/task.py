@@ -27,7 +27,7 @@ from rmt.tasks.babilong.babi import BabiFormatError
 from rmt.tasks.babilong.background import make_background
 from rmt.tasks.babilong.config import AUX_LABELS, BACKGROUND_KINDS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
-from rmt.tasks.babilong.haystack import HaystackBuilder
+from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
 from rmt.tasks.babilong.scoring import TASK_LABELS, check_scoring, compare_answers, exact_match
 from rmt.tasks.babilong.sources import (
     TRAIN_RENAMED,
@@ -48,6 +48,7 @@ class BabilongTask(Task):
     """BABILong qa1..qa20 from the ``generated``, ``babi`` or ``babilong`` source."""
 
     config_class = BabilongTaskConfig
+    default_lengths = ("x1", "x2", "x4", "x8", "x16")  # the run's validation length, 1x to 16x
 
     def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
         super().__init__(cfg, tokenizer=tokenizer, segment_size=segment_size, seed=seed)
@@ -85,6 +86,8 @@ class BabilongTask(Task):
             cfg.background = OmegaConf.merge(cfg.background, eval_cfg.background)
         if eval_cfg.data.source is not None:  # else the run's own source (bAbI files stay)
             cfg.source, cfg.path = eval_cfg.data.source, eval_cfg.data.path
+        elif eval_cfg.data.path is not None:  # the run's source, read from another path
+            cfg.path = eval_cfg.data.path
         if eval_cfg.scoring is not None:
             cfg.scoring = eval_cfg.scoring
         return cfg
@@ -102,17 +105,25 @@ class BabilongTask(Task):
         return self._stories[split]
 
     def dataset(self, split: str, *, stage: int, seed: int, num_samples: int | None) -> Dataset:
-        cfg = self.cfg
-        if cfg.source == "babilong":
+        if self.cfg.source == "babilong":
             return self._published(split)
+        return self._stories_dataset(list(self.cfg.tasks), self.stories(split), split=split,
+                                     stage=stage, seed=seed, num_samples=num_samples,
+                                     total_length=self.segment_size)  # fmt: skip
+
+    def _stories_dataset(self, tasks: list[str], stories, *, split: str, stage: int, seed: int,
+                         num_samples: int | None, length: int | None = None,
+                         total_length: int | None = None) -> BabilongDataset:  # fmt: skip
+        """Generated or bAbI stories with the story sizes and fact placement of ``stage``: the one
+        recipe of training, validation and rmt-eval samples."""
+        cfg = self.cfg
         low, high = self.facts(cfg.curriculum[stage])
-        stories = self.stories(split)
         if stories is not None:  # bAbI files: the stage's bounds filter the real stories
             stories = within_facts(stories, low, high)
             num_samples = min(num_samples or len(stories), len(stories))
         return BabilongDataset(
-            list(cfg.tasks), split=split, num_samples=num_samples, tokenizer=self.tokenizer,
-            builder=self.builder, total_length=self.segment_size, seed=seed,
+            tasks, split=split, num_samples=num_samples, tokenizer=self.tokenizer,
+            builder=self.builder, length=length, total_length=total_length, seed=seed,
             position=tuple(cfg.position), facts_end_from_end=self.facts_end(cfg.curriculum[stage]),
             min_facts=low, max_facts=high, samples=stories,
             aux_labels=list(cfg.aux_labels) if split == "train" else (),
@@ -209,28 +220,45 @@ class BabilongTask(Task):
                 "e.g. tasks=[qa1,qa2]."
             )
 
-    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test"
+    def validation_samples(self, limit: int | None) -> tuple[int, list[str] | None]:
+        """Published rows: validation holds the first ``valid_samples`` rows of every task."""
+        if self.cfg.source == "babilong":
+            return self.cfg.valid_samples, None
+        return super().validation_samples(limit)
+
+    def scaled_length(self, stage: int, times: int) -> tuple[str, int, bool]:
+        """Published rows come in fixed lengths: ``times`` x the run's ``babilong_length``."""
+        if self.cfg.source != "babilong":
+            return super().scaled_length(stage, times)
+        tokens = times * parse_length(self.cfg.babilong_length)
+        return (f"{tokens // 1024}k" if tokens % 1024 == 0 else str(tokens)), tokens, False
+
+    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test",
+                   stage: int = -1, tasks: Sequence[str] | None = None
                    ) -> Iterator[EvalItem]:  # fmt: skip
         """Generated/bAbI stories: sample ``i`` is the same story at every length, seeded so two
         evaluations (and two checkpoints) score the same stories with the facts at the same
-        places. BABILong rows: the first ``samples`` published rows of the cell."""
+        places, with the story sizes and fact placement of ``stage``. BABILong rows: the first
+        ``samples`` published rows of the cell."""
         if self.cfg.source == "babilong":
             rows = babilong_rows(self.cfg.path, length=cell.length, task=cell.task)
             count = min(samples, len(rows))  # fewer rows than asked: score them all, n says so
             rows = rows.select(range(count)) if hasattr(rows, "select") else rows[:count]
             dataset: Dataset = BabilongTextDataset(rows, self.tokenizer, cell.task)
-        else:
-            stories = self.stories(split)
-            if stories is not None:
-                stories = [s for s in stories if s.task == cell.task]
-                samples = min(samples, len(stories))
-            dataset = BabilongDataset(
-                cell.task, split=split, num_samples=samples, tokenizer=self.tokenizer,
-                builder=self.builder, length=cell.tokens, seed=seed,
-                position=tuple(self.cfg.position), samples=stories,
-            )  # fmt: skip
+            for index in range(len(dataset)):
+                yield _item(dataset[index], index)
+            return
+        stories = self.stories(split)
+        if stories is not None and tasks is None:
+            stories = [s for s in stories if s.task == cell.task]
+        length = {"total_length": cell.tokens} if cell.whole else {"length": cell.tokens}
+        dataset = self._stories_dataset(
+            list(tasks) if tasks is not None else [cell.task], stories, split=split,
+            stage=stage, seed=seed, num_samples=samples, **length,
+        )  # fmt: skip
         for index in range(len(dataset)):
-            yield _item(dataset[index], index)
+            if dataset.task_at(index) == cell.task:
+                yield _item(dataset[index], index)
 
 
 # ------------------------------------------------------------------------------ config rules

@@ -134,9 +134,11 @@ class LmTask(Task):
         if list(tasks) != [SUBTASK]:
             raise ValueError(f"tasks={list(tasks)}: task=lm has one sub-task; leave tasks unset.")
 
-    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test"
+    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test",
+                   stage: int = -1, tasks: Sequence[str] | None = None
                    ) -> Iterator[EvalItem]:  # fmt: skip
-        """``samples`` windows of ``cell.tokens`` tokens of the ``split`` documents."""
+        """``samples`` windows of ``cell.tokens`` tokens of the ``split`` documents (one
+        sub-task, no story sizes: ``stage`` and ``tasks`` change nothing)."""
         if cell.tokens < 2:
             raise ValueError(f"lengths: {cell.length} is too short for task=lm (>= 2 tokens).")
         windows = LmWindows(self.streams[split], split=split, num_samples=samples, seed=seed)
