@@ -11,6 +11,7 @@ exits with 128 + signal. Resuming a finished run says so, changes nothing and ex
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def discard_own_files(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if cfg.resume:
         shutil.rmtree(run_dir / subdir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # .hydra/ itself, if this command created it
+            (run_dir / subdir).parent.rmdir()
     else:
         discard_refused(run_dir)
 
@@ -60,9 +63,8 @@ def main(cfg: DictConfig) -> float | None:
         discard_own_files(cfg)
         print(f"rmt-train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    if metrics.get("finished"):  # a resumed run that had nothing left to do
+    if metrics.get("finished"):  # a resumed run that had nothing left to do (trainer logs it)
         discard_own_files(cfg)
-        print(f"rmt-train: {metrics['finished']}", file=sys.stderr)
         return metrics.get("best_metric")
     if metrics.get("signal"):
         raise SystemExit(128 + int(metrics["signal"]))
