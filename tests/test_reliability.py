@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 from helpers import FAST, checkout_env, compose_config, main_in_process, python_module, snapshot
+from omegaconf import OmegaConf
 
 from rmt.config.schema import typed, validate
 from rmt.errors import ConfigError
@@ -50,13 +50,14 @@ def _run_folders(root: Path) -> list[Path]:
 def test_identical_commands_started_together_get_their_own_folders(tmp_path):
     train = [*python_module("rmt.cli.train"), *FAST, "trainer.max_steps=2"]
     commands = [train] * 4 + [[*train, "--multirun", "trainer.seed=0,1"]] * 2
-    procs = [
-        subprocess.Popen(cmd, cwd=tmp_path, env=checkout_env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-        for cmd in commands
-    ]
-    for proc in procs:
-        assert proc.wait(timeout=900) == 0, proc.stderr.read()[-3000:]
+    logs = [tmp_path / f"out{i}.txt" for i in range(len(commands))]
+    procs = []
+    for cmd, log in zip(commands, logs, strict=True):
+        with log.open("w") as out:  # a file, not a pipe: a full pipe would block the child
+            procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=checkout_env(), stdout=out,
+                                          stderr=subprocess.STDOUT))  # fmt: skip
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     runs = _run_folders(tmp_path / "outputs" / "train")
     assert len(runs) == 4
     sweeps = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
@@ -75,8 +76,11 @@ def test_identical_commands_started_together_get_their_own_folders(tmp_path):
 # --------------------------------------------------------------------------- keys and +keys
 @pytest.mark.parametrize(
     ("override", "fix"),
-    [("+memory.num_token=5", "memory.num_tokens"), ("+trainer.max_step=2", "trainer.max_steps"),
-     ("+nmae=x", "name")],  # fmt: skip
+    [
+        ("+memory.num_token=5", "memory.num_tokens"),
+        ("+trainer.max_step=2", "trainer.max_steps"),
+        ("+nmae=x", "name"),
+    ],  # fmt: skip
 )
 def test_plus_key_outside_the_schema_is_refused(override, fix):
     with pytest.raises(ConfigError, match=rf"unknown key {override[1:].split('=')[0]}.*{fix}="):

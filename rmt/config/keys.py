@@ -19,7 +19,9 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str
     """``(dotted key, known sibling keys)`` for every key of a dataclass node not in its schema."""
     found = []
     schema = OmegaConf.get_type(node)
-    known = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    known = (
+        [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    )
     for key in node.keys():
         if known is not None and key not in known and not (key == "hydra" and not prefix):
             found.append((f"{prefix}{key}", known))

@@ -14,7 +14,6 @@ that ``task.type`` names (``rmt.tasks``): each task owns its schema and its rule
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
