@@ -48,8 +48,10 @@ def _run_folders(root: Path) -> list[Path]:
 
 @pytest.mark.slow  # six interpreters on a shared machine: about 2 minutes
 def test_identical_commands_started_together_get_their_own_folders(tmp_path):
-    train = [*python_module("rmt.cli.train"), *FAST, "trainer.max_steps=2"]
-    commands = [train] * 4 + [[*train, "--multirun", "trainer.seed=0,1"]] * 2
+    args = [*FAST, "trainer.max_steps=2"]
+    train = [*python_module("rmt.cli.train"), *args]
+    sweep = [*python_module("rmt.cli.train"), "--multirun", *args, "trainer.seed=0,1"]
+    commands = [train] * 4 + [sweep] * 2
     logs = [tmp_path / f"out{i}.txt" for i in range(len(commands))]
     procs = []
     for cmd, log in zip(commands, logs, strict=True):
