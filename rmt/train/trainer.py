@@ -474,11 +474,17 @@ def _only_main_writes_logs() -> None:
 
 
 def _remove_stray_hydra_dir(path: Path) -> None:
-    """A non-zero rank's own Hydra folder holds at most a log file; rank 0's folder is used."""
+    """A non-zero rank's own Hydra folder holds at most a log file; rank 0's folder is used.
+
+    A folder with anything else in it belongs to another run (started in the same second):
+    it is left alone, its log included.
+    """
     try:
-        for child in path.iterdir():
-            if child.is_file() and child.suffix == ".log":
-                child.unlink()
+        children = list(path.iterdir())
+        if not all(child.is_file() and child.suffix == ".log" for child in children):
+            return
+        for child in children:
+            child.unlink()
         path.rmdir()
     except OSError:
         pass  # not empty (someone else's files) or already gone: leave it
