@@ -240,6 +240,63 @@ def locate_best(path: str | os.PathLike) -> tuple[Path, Path | None]:
     )
 
 
+def claim_new_dir(path: str | os.PathLike) -> Path:
+    """Create and return a folder no other process has: ``path``, else ``path-2``, ``path-3``...
+
+    Run folders are named by the second they start in, so identical commands started together
+    ask for the same name; ``os.mkdir`` is atomic (exactly one caller creates a given folder),
+    so each caller gets its own folder instead of sharing one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise CheckpointError(f"cannot claim a new folder next to {path}: 9999 names are taken.")
+
+
+def claim_run_dir(run_dir: str | os.PathLike, marker: str) -> None:
+    """Claim the existing folder ``run_dir`` for a new run by creating ``marker`` in it atomically.
+
+    Of several processes given the same folder, one wins; the others, and a folder that
+    already holds a run, get a :class:`CheckpointError` (a run is never overwritten).
+    """
+    run_dir = Path(run_dir)
+    check_fresh_run_dir(run_dir)
+    try:
+        (run_dir / marker).mkdir(parents=True)
+    except FileExistsError:
+        raise CheckpointError(
+            f"run folder {run_dir} is already used by another rmt-train ({marker} exists); it is "
+            "never shared. Choose another folder (hydra.run.dir=... or a different name=...)."
+        ) from None
+
+
+def discard_refused(folder: str | os.PathLike, *, keep_run: bool = True) -> None:
+    """Remove what a refused command created: ``folder`` and its parents that are left empty.
+
+    ``keep_run``: leave a folder that holds run data (metrics.jsonl, last/, best/, summary.json)
+    untouched. Parents are removed only up to the working directory, and only when empty.
+    """
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
+        return
+    if keep_run and any((folder / n).exists() for n in (METRICS_FILE, LAST, BEST, SUMMARY_FILE)):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    cwd, parent = Path.cwd().absolute(), folder.parent
+    while parent != cwd and cwd in parent.parents:
+        try:
+            parent.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+        parent = parent.parent
+
+
 def check_fresh_run_dir(run_dir: str | os.PathLike) -> None:
     """Refuse to start a new run in a folder that already holds one (never overwrite a run)."""
     run_dir = Path(run_dir)

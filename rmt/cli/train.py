@@ -4,19 +4,24 @@ Thin on purpose: it turns Hydra's composed config into the run's config (the run
 chose, or the saved config of a run to resume) and hands it to :func:`rmt.train.trainer.train`.
 Also runnable as ``python -m rmt.cli.train`` and under ``accelerate launch -m rmt.cli.train``.
 Bad input (an impossible config, a run folder that is taken) ends with a one-paragraph message
-and exit status 2; a run stopped by SIGTERM/SIGINT saves last/ and exits with 128 + signal.
+and exit status 2, and what Hydra had written for the refused command is removed (a new run's
+folder, a resume's ``.hydra/resume-<time>``); a run stopped by SIGTERM/SIGINT saves last/ and
+exits with 128 + signal. Resuming a finished run says so, changes nothing and exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rmt.config.schema import ConfigError  # importing the schema registers it and its resolvers
-from rmt.run import CheckpointError
+from rmt.run import CheckpointError, discard_refused
 from rmt.train import trainer
 from rmt.train.resume import resume_config
 
@@ -30,14 +35,37 @@ def run_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def discard_own_files(cfg: DictConfig) -> None:
+    """What this command's Hydra wrote, for a command that ends without training.
+
+    A new run's folder (this process claimed it, see ``rmt_hydra_subdir``) goes entirely unless
+    it holds run data; a resume loses only its ``.hydra/resume-<time>``. Rank 0 only.
+    """
+    hydra_cfg = HydraConfig.get()
+    subdir = hydra_cfg.output_subdir
+    if subdir is None:  # non-zero ranks write nothing of their own
+        return
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.resume:
+        shutil.rmtree(run_dir / subdir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # .hydra/ itself, if this command created it
+            (run_dir / subdir).parent.rmdir()
+    else:
+        discard_refused(run_dir)
+
+
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train; return the best validation metric (what Hydra sweepers optimise)."""
     try:
         metrics = trainer.train(run_config(cfg))
     except (ConfigError, CheckpointError) as err:
+        discard_own_files(cfg)
         print(f"rmt-train: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if metrics.get("finished"):  # a resumed run that had nothing left to do (trainer logs it)
+        discard_own_files(cfg)
+        return metrics.get("best_metric")
     if metrics.get("signal"):
         raise SystemExit(128 + int(metrics["signal"]))
     return metrics.get("best_metric")

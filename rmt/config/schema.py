@@ -14,24 +14,25 @@ that ``task.type`` names (``rmt.tasks``): each task owns its schema and its rule
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from transformers import AutoConfig
 
+from rmt.config.keys import check_known_keys
 from rmt.errors import ConfigError
 from rmt.modeling.adapters import is_causal, position_offset
 from rmt.modeling.backbones import ENCODER_FAMILIES, minilm_path
 from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
 from rmt.modeling.config import ALIGNMENTS, RMTConfig, position_budget_error
 from rmt.modeling.memory import MECHANISMS
-from rmt.run import CheckpointError, check_fresh_run_dir
+from rmt.run import CONFIG_FILE, CheckpointError, claim_new_dir, claim_run_dir
 from rmt.tasks import TASKS
 from rmt.tasks.base import task_class
 
@@ -220,26 +221,50 @@ def typed(cfg: DictConfig | dict) -> DictConfig:
     return OmegaConf.merge(schema, cfg)
 
 
+def _refuse(err: Exception) -> NoReturn:
+    """End the command from inside Hydra's resolution: one line, exit status 2, no traceback."""
+    print(f"rmt-train: error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 def _run_dir(resume: str | None, fresh: str) -> str:
-    """Hydra run dir: a resumed run continues in its own folder."""
-    return str(resume) if resume else fresh
+    """Hydra run dir: a resumed run continues in its own folder; a new run claims a new one.
+
+    Refusing a missing ``resume`` folder here, before Hydra creates the run folder, keeps a
+    mistyped path from leaving an empty folder tree behind.
+    """
+    if resume:
+        if not (Path(resume) / CONFIG_FILE).is_file():
+            _refuse(CheckpointError(
+                f"resume={resume}: {Path(resume) / CONFIG_FILE} not found; give the run folder "
+                "written by rmt-train (it holds config.yaml, metrics.jsonl and last/)."
+            ))  # fmt: skip
+        return str(resume)
+    return _new_dir(fresh)
+
+
+def _new_dir(path: str) -> str:
+    """A folder claimed atomically for this process (rank 0 of a launch; see claim_new_dir)."""
+    if os.environ.get("RANK", "0") != "0":  # other ranks use rank 0's folder (trainer broadcast)
+        return path
+    return str(claim_new_dir(path))
 
 
 def _hydra_subdir(resume: str | None, run_dir: str, stamp: str) -> str | None:
     """Where Hydra saves its own files: none for non-zero ranks (rank 0 owns the folder).
 
     Hydra resolves this just before writing ``.hydra/`` into the run folder, so it is also the
-    earliest point to refuse a run folder that already holds a run (it is never overwritten).
+    earliest point to claim the folder: creating ``.hydra/`` is atomic, so of two commands given
+    the same folder one wins, and a folder that already holds a run is never overwritten.
     """
     if os.environ.get("RANK", "0") != "0":
         return None
     if resume:
         return f".hydra/resume-{stamp}"
     try:
-        check_fresh_run_dir(run_dir)
-    except CheckpointError as err:  # inside Hydra's resolution: exit cleanly, no traceback
-        print(f"rmt-train: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        claim_run_dir(run_dir, ".hydra")
+    except CheckpointError as err:
+        _refuse(err)
     return ".hydra"
 
 
@@ -249,8 +274,10 @@ def _minilm_path() -> str:
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("rmt_run_dir", _run_dir, replace=True)
-    OmegaConf.register_new_resolver("rmt_hydra_subdir", _hydra_subdir, replace=True)
+    # cached: Hydra may read a value twice, and a folder must be claimed only once per config
+    OmegaConf.register_new_resolver("rmt_run_dir", _run_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("rmt_new_dir", _new_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("rmt_hydra_subdir", _hydra_subdir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("rmt_minilm_path", _minilm_path, replace=True)
 
 
@@ -345,13 +372,7 @@ def validate(cfg: DictConfig, *, check_backbone: bool = True) -> None:
 
 
 def _check_keys(cfg: DictConfig) -> None:
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"hydra"}
-    extra = sorted(set(cfg.keys()) - known)
-    if extra:
-        raise ConfigError(
-            f"unknown top-level key(s) {extra}; rmt-train knows {sorted(known - {'hydra'})}. "
-            "Check the spelling (e.g. memory.num_tokens=5, not +num_tokens=5)."
-        )
+    check_known_keys(cfg, "rmt-train")
 
 
 def _check_model(cfg: DictConfig) -> None:

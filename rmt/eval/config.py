@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from rmt.config.keys import check_known_keys
 from rmt.tasks.babilong.config import BACKGROUND_KINDS, BackgroundConfig
 from rmt.tasks.babilong.haystack import parse_length
 from rmt.tasks.babilong.scoring import check_scoring
@@ -102,6 +103,7 @@ def checkpoint_list(cfg: DictConfig) -> list[str]:
 
 def validate(cfg: DictConfig) -> None:
     """Rules a schema cannot express; each message names the key and the fix."""
+    check_known_keys(cfg, "rmt-eval")  # also keys that +key=value added past the schema
     if not checkpoint_list(cfg):
         raise ValueError(
             "rmt-eval: no checkpoint given. Pass checkpoint=<run folder or its best/ folder> "

@@ -12,7 +12,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rmt.config.schema import typed
-from rmt.run import CONFIG_FILE, CheckpointError, override_key
+from rmt.run import (
+    CONFIG_FILE,
+    LAST,
+    SUMMARY_FILE,
+    CheckpointError,
+    override_key,
+    read_json,
+    read_state,
+    resolve_checkpoint,
+)
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> DictConfig:
@@ -45,6 +54,44 @@ def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> DictConfi
     cfg.resume = str(run_dir)
     cfg.output_dir = str(run_dir)
     return cfg
+
+
+def finished_summary(cfg: DictConfig) -> dict[str, Any] | None:
+    """For ``resume``: the saved summary (with a ``finished`` message) if the run has nothing
+    left to do under ``cfg``, else ``None``; refuses a ``trainer.max_steps`` below its step.
+
+    Read from the files alone, before any model is built, so a resume that has nothing to do
+    writes nothing: no extra step, and summary.json, best/ and last/ stay as they are.
+    """
+    run_dir, tr = Path(cfg.resume), cfg.trainer
+    last = resolve_checkpoint(run_dir / LAST)
+    if last is None:  # load_last explains it
+        return None
+    progress = read_state(last).get("progress", {})
+    step = int(progress.get("step", 0))
+    if tr.max_steps < step:
+        raise CheckpointError(
+            f"trainer.max_steps={tr.max_steps} is below the run's current step {step} "
+            f"({run_dir}); a run cannot go back. Give trainer.max_steps > {step} to train further."
+        )
+    summary_file = run_dir / SUMMARY_FILE
+    summary = read_json(summary_file) if summary_file.is_file() else None
+    if not isinstance(summary, dict) or summary.get("steps") != step:
+        return None  # interrupted after its last summary (or before any): resume it
+    if summary.get("stopped") == "curriculum_done":
+        why = "its curriculum is done"
+    elif step >= tr.max_steps:
+        why = f"it reached trainer.max_steps={tr.max_steps}"
+    elif tr.max_minutes is not None and progress.get("seconds", 0.0) >= tr.max_minutes * 60:
+        why = f"its time budget trainer.max_minutes={tr.max_minutes} is spent"
+    else:
+        return None
+    return {
+        **summary,
+        "finished": f"run {run_dir} is already finished at step {step} ({why}); nothing was "
+        f"changed. To train further: rmt-train resume={run_dir} trainer.max_steps=<more than "
+        f"{step}>.",
+    }
 
 
 class PreemptionGuard:

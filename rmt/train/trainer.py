@@ -36,6 +36,7 @@ from rmt.run import (
     CONFIG_FILE,
     LAST,
     SUMMARY_FILE,
+    CheckpointError,
     check_fresh_run_dir,
     load_last,
     new_state,
@@ -48,7 +49,7 @@ from rmt.run import (
 )
 from rmt.train import build, curriculum, distributed, trackers
 from rmt.train.metrics import MetricsLog, Window, summary_table
-from rmt.train.resume import PreemptionGuard
+from rmt.train.resume import PreemptionGuard, finished_summary
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ def train(cfg: DictConfig | dict, *, stop_at_step: int | None = None) -> dict[st
     after that step (save last/ and return), which tests use to check resume equivalence.
     """
     trainer = Trainer(cfg, stop_at_step=stop_at_step)
+    if trainer.finished is not None:  # resume of a finished run: its summary, nothing written
+        log.warning("%s", trainer.finished["finished"])
+        return trainer.finished
     trainer.setup()
     stopped = trainer.fit()
     return trainer.cleanup(stopped)
@@ -90,6 +94,7 @@ class Trainer:
         if cfg.resume and not cfg.output_dir:
             cfg.output_dir = str(cfg.resume)
         validate(cfg)
+        self.finished = finished_summary(cfg) if cfg.resume else None
         self.cfg, self.stop_at_step = cfg, stop_at_step
         self.stages = list(cfg.task.curriculum)
         self.progress = Progress()
@@ -134,15 +139,25 @@ class Trainer:
                 f"resume={cfg.resume} but output_dir={run_dir}: a run resumes in its own "
                 "folder; leave output_dir unset (rmt-train resume=<run dir> does)."
             )
-        if not cfg.resume:
-            check_fresh_run_dir(run_dir)
+        if cfg.resume:  # config.yaml is rewritten only once the resume has succeeded
+            return
+        check_fresh_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        try:  # exclusive create: of two runs given the same folder, exactly one gets it
+            with (run_dir / CONFIG_FILE).open("x") as file:
+                file.write(OmegaConf.to_yaml(cfg, resolve=True))
+        except FileExistsError:
+            raise CheckpointError(
+                f"run folder {run_dir} already holds a run ({CONFIG_FILE}); it is never "
+                "overwritten. Choose another output_dir."
+            ) from None
 
     def resume(self) -> None:
-        """Weights, optimizer, RNG states and progress from ``last/``."""
+        """Weights, optimizer, RNG states and progress from ``last/``; then config.yaml."""
         state = load_last(self.run_dir, accelerator=self.accelerator)
         self.progress = Progress(**state["progress"])
+        if self.main:
+            (self.run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         log.info("resumed %s at step %d (stage %d)", self.run_dir, self.progress.step,
                  self.progress.stage)  # fmt: skip
 
@@ -468,11 +483,17 @@ def _only_main_writes_logs() -> None:
 
 
 def _remove_stray_hydra_dir(path: Path) -> None:
-    """A non-zero rank's own Hydra folder holds at most a log file; rank 0's folder is used."""
+    """A non-zero rank's own Hydra folder holds at most a log file; rank 0's folder is used.
+
+    A folder with anything else in it belongs to another run (started in the same second):
+    it is left alone, its log included.
+    """
     try:
-        for child in path.iterdir():
-            if child.is_file() and child.suffix == ".log":
-                child.unlink()
+        children = list(path.iterdir())
+        if not all(child.is_file() and child.suffix == ".log" for child in children):
+            return
+        for child in children:
+            child.unlink()
         path.rmdir()
     except OSError:
         pass  # not empty (someone else's files) or already gone: leave it

@@ -1,0 +1,168 @@
+"""Reliability of the run folder (issue 14): runs never share a folder, ``+key`` typos are refused,
+re-resuming a finished run changes nothing, and refused commands leave no files behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import FAST, checkout_env, compose_config, main_in_process, python_module, snapshot
+from omegaconf import OmegaConf
+
+from rmt.config.schema import typed, validate
+from rmt.errors import ConfigError
+from rmt.run import CheckpointError, claim_new_dir, claim_run_dir
+from rmt.train import trainer
+from rmt.train.resume import resume_config
+
+
+# ----------------------------------------------------------------------------- unique folders
+def test_callers_asking_for_the_same_name_each_get_their_own_folder(tmp_path):
+    wanted, got, start = tmp_path / "day" / "12-00-00_demo", [], threading.Barrier(8)
+
+    def claim():
+        start.wait()
+        got.append(claim_new_dir(wanted))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(got)) == 8 and wanted in got
+    assert sorted(p.name for p in wanted.parent.iterdir()) == sorted(p.name for p in got)
+
+
+def test_a_given_run_folder_is_claimed_once(tmp_path):
+    claim_run_dir(tmp_path / "run", ".hydra")
+    with pytest.raises(CheckpointError, match="already used by another rmt-train"):
+        claim_run_dir(tmp_path / "run", ".hydra")
+
+
+def _run_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("summary.json"))
+
+
+@pytest.mark.slow  # six interpreters on a shared machine: about 2 minutes
+def test_identical_commands_started_together_get_their_own_folders(tmp_path):
+    args = [*FAST, "trainer.max_steps=2"]
+    train = [*python_module("rmt.cli.train"), *args]
+    sweep = [*python_module("rmt.cli.train"), "--multirun", *args, "trainer.seed=0,1"]
+    commands = [train] * 4 + [sweep] * 2
+    logs = [tmp_path / f"out{i}.txt" for i in range(len(commands))]
+    procs = []
+    for cmd, log in zip(commands, logs, strict=True):
+        with log.open("w") as out:  # a file, not a pipe: a full pipe would block the child
+            procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=checkout_env(), stdout=out,
+                                          stderr=subprocess.STDOUT))  # fmt: skip
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    runs = _run_folders(tmp_path / "outputs" / "train")
+    assert len(runs) == 4
+    sweeps = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert len(sweeps) == 2
+    for sweep in sweeps:
+        assert [p.relative_to(sweep) for p in _run_folders(sweep)] == [Path("0"), Path("1")]
+    for run in runs + [p for s in sweeps for p in _run_folders(s)]:
+        summary = json.loads((run / "summary.json").read_text())
+        assert Path(summary["output_dir"]).resolve() == run.resolve() and summary["steps"] == 2
+        events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        train_steps = [e["step"] for e in events if e["split"] == "train"]
+        assert train_steps == sorted(set(train_steps))  # one run's events, not two mixed
+        assert (run / "best").is_dir() and (run / "last").is_dir()
+
+
+# --------------------------------------------------------------------------- keys and +keys
+@pytest.mark.parametrize(
+    ("override", "fix"),
+    [
+        ("+memory.num_token=5", "memory.num_tokens"),
+        ("+trainer.max_step=2", "trainer.max_steps"),
+        ("+nmae=x", "name"),
+    ],  # fmt: skip
+)
+def test_plus_key_outside_the_schema_is_refused(override, fix):
+    with pytest.raises(ConfigError, match=rf"unknown key {override[1:].split('=')[0]}.*{fix}="):
+        validate(typed(compose_config([*FAST, override])), check_backbone=False)
+
+
+def test_plus_key_typo_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main_in_process(monkeypatch, *FAST, "+memory.num_token=5") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory.num_token " in err and "memory.num_tokens=" in err
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no empty run folder
+
+
+def test_rmt_eval_refuses_a_plus_key_typo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main_in_process(monkeypatch, "+sample=5", "checkpoint=x", cli="rmt-eval") == 2
+    err = capsys.readouterr().err
+    assert "unknown key sample " in err and "samples=" in err
+
+
+# ------------------------------------------------------------------------------------ resume
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A run of 2 steps that ran to its end, and a snapshot of its files."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    cfg = compose_config([*FAST, "trainer.max_steps=2"])
+    cfg.output_dir = str(run)
+    trainer.train(cfg)
+    return run
+
+
+def test_resuming_a_finished_run_changes_nothing(finished, monkeypatch, caplog):
+    before = snapshot(finished)
+    result = trainer.train(resume_config(finished, []))
+    assert "already finished at step 2" in result["finished"] and result["steps"] == 2
+    assert snapshot(finished) == before
+    # through the CLI too, which also removes the invocation's own .hydra/resume-<time>
+    assert main_in_process(monkeypatch, f"resume={finished}") == 0
+    assert {k: v for k, v in snapshot(finished).items() if k != "train.log"} == {
+        k: v for k, v in before.items() if k != "train.log"
+    }
+
+
+def test_max_steps_below_the_current_step_is_refused(finished, monkeypatch, capsys):
+    before = snapshot(finished)
+    with pytest.raises(CheckpointError, match="current step 2.*trainer.max_steps > 2"):
+        trainer.train(resume_config(finished, ["trainer.max_steps=1"]))
+    assert main_in_process(monkeypatch, f"resume={finished}", "trainer.max_steps=1") == 2
+    assert "current step 2" in capsys.readouterr().err
+    assert {k: v for k, v in snapshot(finished).items() if k != "train.log"} == {
+        k: v for k, v in before.items() if k != "train.log"
+    }
+
+
+# ----------------------------------------------------------------------- refused commands
+def test_resume_of_a_missing_folder_creates_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "no" / "such" / "run"
+    assert main_in_process(monkeypatch, f"resume={missing}") == 2
+    assert "config.yaml not found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_refuses_a_folder_another_run_took(fast_cfg):
+    cfg = fast_cfg("trainer.max_steps=1")
+    run = Path(cfg.output_dir)
+    run.mkdir()
+    (run / "config.yaml").write_text("taken\n")  # config.yaml is created exclusively
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        trainer.train(cfg)
+    assert (run / "config.yaml").read_text() == "taken\n"
+
+
+def test_failed_resume_keeps_the_saved_config(fast_cfg):
+    cfg = fast_cfg("trainer.max_steps=1")
+    run = Path(cfg.output_dir)
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    before = (run / "config.yaml").read_bytes()
+    with pytest.raises(CheckpointError, match="no complete last/"):  # no last/ to resume from
+        trainer.train(resume_config(run, ["trainer.max_steps=7"]))
+    assert (run / "config.yaml").read_bytes() == before
