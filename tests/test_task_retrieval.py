@@ -1,0 +1,115 @@
+"""The associative-retrieval task (``task=retrieval``): samples, config rules, CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import FAST, compose_config, main_in_process
+from omegaconf import OmegaConf
+
+from rmt.config.schema import validate
+from rmt.errors import ConfigError
+from rmt.tasks.base import EvalCell, build_task
+from rmt.tasks.retrieval.sample import Layout, RetrievalDataset
+from rmt.tasks.retrieval.tokenizer import build_tokenizer
+
+LAYOUT = Layout(num_pairs=7, pairs_per_segment=3, key_vocab=12, value_vocab=5, segment_size=10)
+
+
+def _parse(tokenizer, sample: dict) -> tuple[list[list[str]], list[str], list[str]]:
+    """(segments of the prompt as words, the query words, the answer words)."""
+    words = tokenizer.convert_ids_to_tokens(sample["input_ids"])
+    size = LAYOUT.segment_size
+    prompt = words[: sample["prompt_length"]]
+    segments = [words[i : i + size] for i in range(0, len(words), size)]
+    return segments, prompt[-2:], words[sample["prompt_length"] :]
+
+
+@pytest.mark.parametrize("segments", [4, 6])
+def test_pairs_are_unique_and_the_answer_is_in_the_prefix_alone(segments):
+    tok = build_tokenizer()
+    dataset = RetrievalDataset(LAYOUT, split="train", num_samples=40, seed=3)
+    queried = set()
+    for index in range(len(dataset)):
+        sample = dataset[(index, segments * LAYOUT.segment_size)]
+        segs, query, answer = _parse(tok, sample)
+        assert len(sample["input_ids"]) == segments * LAYOUT.segment_size  # full segments
+        assert query[0] == "?" and answer == [sample["target"], "<eos>"]
+        assert sample["labels"][: sample["prompt_length"]] == [-100] * sample["prompt_length"]
+        pairs = {}
+        for seg in segs[:-1]:  # every pair is whole inside one segment, none in the last
+            body = [w for w in seg if w != "_"]
+            assert len(body) % 3 == 0 and len(body) <= 3 * LAYOUT.pairs_per_segment
+            for k, v, end in zip(body[::3], body[1::3], body[2::3], strict=True):
+                assert k.startswith("k") and v.startswith("v") and end == ";"
+                assert k not in pairs  # distinct keys
+                pairs[k] = v
+        assert len(pairs) == LAYOUT.num_pairs
+        assert [w for w in segs[-1] if w.startswith("k")] == [query[1]]  # only the query key
+        assert pairs[query[1]] == sample["target"]  # answerable from the earlier segments
+        queried.add(list(pairs).index(query[1]))
+    assert queried == set(range(LAYOUT.num_pairs))  # the query is spread over the pairs
+
+
+def test_samples_are_a_function_of_seed_split_and_index():
+    a = RetrievalDataset(LAYOUT, split="train", num_samples=4, seed=1)
+    b = RetrievalDataset(LAYOUT, split="train", num_samples=4, seed=1)
+    c = RetrievalDataset(LAYOUT, split="validation", num_samples=4, seed=1)
+    assert a[(2, 40)] == b[(2, 40)] and a[(2, 40)]["input_ids"] != c[(2, 40)]["input_ids"]
+
+
+def _retrieval(*overrides):
+    return compose_config(["task=retrieval", "~experiment", *overrides])
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["task.num_pairs=20", "task.key_vocab=16", "task.curriculum=[{segments:[6]}]"],
+         "raise task.key_vocab to at least 20"),
+        (["task.pairs_per_segment=30"], "lower task.pairs_per_segment to at most 21"),
+        (["task.num_pairs=16"], "use segments >= 5"),
+        (["task.curriculum=[{segments:[9],num_pairs:300}]", "task.key_vocab=256"],
+         "raise task.key_vocab to at least 300"),
+        (["task.value_vocab=1000"], "task.value_vocab=1000 must be in 1..256"),
+        (["task.train_samples=2"], "smaller than trainer.batch_size"),
+        (["backbone=gpt2"], "backbone.pretrained=null"),
+    ],
+)  # fmt: skip
+def test_impossible_retrieval_configs_fail_naming_the_fix(overrides, named):
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace(".", r"\.")):
+        validate(_retrieval(*overrides))
+
+
+def test_eval_items_score_other_n_and_longer_inputs():
+    cfg = _retrieval()
+    task = build_task(cfg.task, tokenizer=build_tokenizer(), segment_size=64, seed=0)
+    assert task.subtasks == ["n8"]
+    task.check_subtasks(["n2", "n64"])
+    with pytest.raises(ValueError, match="n<N>"):
+        task.check_subtasks(["qa1"])
+    short = list(task.eval_items(EvalCell("n16", "0k", 0), samples=3, seed=0))
+    long = list(task.eval_items(EvalCell("n16", "1k", 1024), samples=3, seed=0))
+    assert [len(it.prompt_ids) for it in short] == [5 * 64 - 2] * 3  # fewest segments
+    assert [len(it.prompt_ids) for it in long] == [1024 - 2] * 3  # filler segments added
+    assert task.judge(" v3 ", target="v3", question="? k1", task="n16").correct
+    assert not task.judge("v3 v3", target="v3", question="? k1", task="n16").correct
+
+
+@pytest.mark.parametrize("memory", ["default", "armt"])
+def test_cli_trains_retrieval_and_rmt_eval_reads_the_run(tmp_path, monkeypatch, memory):
+    """``rmt-train debug=fast task=retrieval [memory=armt]`` then ``rmt-eval checkpoint=<run>``."""
+    run = tmp_path / "run"
+    args = (*FAST, "task=retrieval", f"memory={memory}", f"hydra.run.dir={run}")
+    assert main_in_process(monkeypatch, *args) == 0
+    valid = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(e["split"] == "valid" and "accuracy" in e for e in valid)
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.task.type == "retrieval" and saved.memory.type == ("armt" if memory == "armt" else "tokens")
+    out = tmp_path / "eval"
+    eval_args = (f"checkpoint={run}", "lengths=[0k]", "tasks=[n4,n8]", "samples=4",
+                 f"hydra.run.dir={out}", "progress_bar=false")  # fmt: skip
+    assert main_in_process(monkeypatch, *eval_args, cli="rmt-eval") == 0
+    rows = json.loads((out / "results.json").read_text())["results"]
+    assert sorted(r["task"] for r in rows) == ["n4", "n8"] and all(r["n"] == 4 for r in rows)
