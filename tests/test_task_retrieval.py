@@ -106,7 +106,9 @@ def test_cli_trains_retrieval_and_rmt_eval_reads_the_run(tmp_path, monkeypatch, 
     valid = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(e["split"] == "valid" and "accuracy" in e for e in valid)
     saved = OmegaConf.load(run / "config.yaml")
-    assert saved.task.type == "retrieval" and saved.memory.type == ("armt" if memory == "armt" else "tokens")
+    assert saved.task.type == "retrieval" and saved.memory.type == (
+        "armt" if memory == "armt" else "tokens"
+    )
     out = tmp_path / "eval"
     eval_args = (f"checkpoint={run}", "lengths=[0k]", "tasks=[n4,n8]", "samples=4",
                  f"hydra.run.dir={out}", "progress_bar=false")  # fmt: skip

@@ -3,7 +3,7 @@
 ``task.type`` in a config names a registered task; see :func:`rmt.tasks.base.build_task`.
 """
 
-from rmt.tasks import babilong, lm, retrieval  # noqa: F401  (register task.type=babilong, lm, retrieval)
+from rmt.tasks import babilong, lm, retrieval  # noqa: F401  (register task.type=<name>)
 from rmt.tasks.base import TASKS, EvalCell, EvalItem, Task, Verdict, build_task, register_task
 
 __all__ = ["TASKS", "EvalCell", "EvalItem", "Task", "Verdict", "build_task", "register_task"]

@@ -34,6 +34,4 @@ class RetrievalTaskConfig(TaskConfig):
     pairs_per_segment: int = 4  # pairs written into one segment (3 tokens each)
     key_vocab: int = 64  # K: key symbols (N distinct keys are drawn from them)
     value_vocab: int = 64  # V: value symbols (drawn with replacement)
-    curriculum: list[RetrievalStage] = field(
-        default_factory=lambda: [RetrievalStage(segments=[3])]
-    )
+    curriculum: list[RetrievalStage] = field(default_factory=lambda: [RetrievalStage(segments=[3])])

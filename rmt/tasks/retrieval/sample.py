@@ -48,7 +48,9 @@ class Layout:
     def problem(self) -> str | None:
         """Why this layout cannot make samples (None when it can)."""
         if self.num_pairs > self.key_vocab:
-            return f"{self.num_pairs} distinct keys cannot be drawn from {self.key_vocab} key symbols"
+            return (
+                f"{self.num_pairs} distinct keys cannot be drawn from {self.key_vocab} key symbols"
+            )
         if PAIR_TOKENS * self.pairs_per_segment > self.segment_size:
             return (f"{self.pairs_per_segment} pairs of {PAIR_TOKENS} tokens do not fit a "
                     f"segment of {self.segment_size} tokens")  # fmt: skip

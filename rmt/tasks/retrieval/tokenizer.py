@@ -34,7 +34,9 @@ def vocabulary() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer_json() -> str:
-    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocabulary())}, unk_token=UNK))
+    tok = Tokenizer(
+        models.WordLevel(vocab={w: i for i, w in enumerate(vocabulary())}, unk_token=UNK)
+    )
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return tok.to_str()
 

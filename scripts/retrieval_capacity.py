@@ -1,0 +1,121 @@
+"""Capacity, head to head: RMT vs ARMT accuracy against the number of stored pairs N.
+
+Trains ``experiment=retrieval_capacity`` once per (memory, N), one run after another (each a
+separate ``rmt-train`` process, skipped when its summary.json exists), then reads every run's
+best validation accuracy and writes a markdown table and a plot. Prints the rows as JSON.
+
+    python scripts/retrieval_capacity.py run --n 2 4 8 16 --out outputs/retrieval_capacity
+    python scripts/retrieval_capacity.py report --out outputs/retrieval_capacity
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MEMORIES = {"tokens": "RMT (memory=default)", "armt": "ARMT (memory=armt)"}
+MEMORY_OPTION = {"tokens": "default", "armt": "armt"}
+
+
+def command(
+    memory: str, n: int, pairs_per_segment: int, run_dir: Path, extra: list[str]
+) -> list[str]:
+    """The rmt-train command of one run: N pairs need ceil(N / pps) + 1 segments."""
+    segments = math.ceil(n / pairs_per_segment) + 1
+    return [sys.executable, "-m", "rmt.cli.train", "experiment=retrieval_capacity",
+            f"memory={MEMORY_OPTION[memory]}", f"task.num_pairs={n}",
+            f"task.pairs_per_segment={pairs_per_segment}",
+            f"task.curriculum=[{{segments:[{segments}]}}]", "trainer.progress_bar=false",
+            f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
+
+
+def run(args) -> None:
+    for n in args.n:  # by N, both memories: a partial sweep still compares pairs of runs
+        for memory in MEMORIES:
+            run_dir = Path(args.out) / f"{memory}_n{n}"
+            if (run_dir / "summary.json").exists():
+                continue
+            cmd = command(memory, n, args.pairs_per_segment, run_dir, args.extra)
+            print(" ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def rows(out: Path) -> list[dict]:
+    """One row per finished run: memory, N, best and final validation accuracy (%), minutes."""
+    found = []
+    for summary_path in sorted(out.glob("*_n*/summary.json")):
+        memory, n = summary_path.parent.name.rsplit("_n", 1)
+        summary = json.loads(summary_path.read_text())
+        found.append({"memory": memory, "n": int(n), "steps": summary["steps"],
+                      "best_accuracy": round(100 * summary["best_metric"], 1),
+                      "final_accuracy": round(100 * summary["final_accuracy"], 1),
+                      "minutes": round(summary["minutes"], 2)})  # fmt: skip
+    return sorted(found, key=lambda r: (r["n"], r["memory"]))
+
+
+def table(found: list[dict]) -> str:
+    """Markdown: N rows, one best-accuracy column per memory, and ARMT - RMT."""
+    by = {(r["memory"], r["n"]): r for r in found}
+    lines = ["| N pairs | RMT accuracy % | ARMT accuracy % | ARMT - RMT |", "|---|---|---|---|"]
+    for n in sorted({r["n"] for r in found}):
+        rmt, armt = by.get(("tokens", n)), by.get(("armt", n))
+        cells = [f"{r['best_accuracy']:.1f}" if r else "-" for r in (rmt, armt)]
+        diff = f"{armt['best_accuracy'] - rmt['best_accuracy']:+.1f}" if rmt and armt else "-"
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {diff} |")
+    return "\n".join(lines)
+
+
+def plot(found: list[dict], path: Path, chance: float) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for memory, label in MEMORIES.items():
+        mine = [r for r in found if r["memory"] == memory]
+        if mine:
+            ax.plot([r["n"] for r in mine], [r["best_accuracy"] for r in mine], marker="o",
+                    label=label)  # fmt: skip
+    ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.1f}%)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("key-value pairs stored (N)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def report(args) -> None:
+    out = Path(args.out)
+    found = rows(out)
+    if not found:
+        raise SystemExit(f"no finished runs (summary.json) under {out}; run the sweep first")
+    (out / "capacity.md").write_text(table(found) + "\n")
+    plot(found, out / "capacity.png", chance=100 / args.value_vocab)
+    print(json.dumps(found, indent=1))
+    print(table(found))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("--out", default="outputs/retrieval_capacity")
+    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--pairs-per-segment", type=int, default=4)
+    parser.add_argument("--value-vocab", type=int, default=64, help="for the chance line")
+    parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")
+    args = parser.parse_args()
+    if args.action == "run":
+        run(args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
