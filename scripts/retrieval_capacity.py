@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/retrieval_capacity")
     parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--pairs-per-segment", type=int, default=4)
-    parser.add_argument("--value-vocab", type=int, default=64, help="for the chance line")
+    parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
     parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")
     args = parser.parse_args()
     if args.action == "run":
