@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
-from helpers import FAST, compose_config, main_in_process
+from helpers import FAST, REPO, compose_config, main_in_process
 from omegaconf import OmegaConf
 
 from rmt.config.schema import validate
@@ -13,6 +14,9 @@ from rmt.errors import ConfigError
 from rmt.tasks.base import EvalCell, build_task
 from rmt.tasks.retrieval.sample import Layout, RetrievalDataset
 from rmt.tasks.retrieval.tokenizer import build_tokenizer
+
+sys.path.insert(0, str(REPO / "scripts"))
+import retrieval_capacity as rc  # noqa: E402
 
 LAYOUT = Layout(num_pairs=7, pairs_per_segment=3, key_vocab=12, value_vocab=5, segment_size=10)
 
@@ -115,3 +119,19 @@ def test_cli_trains_retrieval_and_rmt_eval_reads_the_run(tmp_path, monkeypatch, 
     assert main_in_process(monkeypatch, *eval_args, cli="rmt-eval") == 0
     rows = json.loads((out / "results.json").read_text())["results"]
     assert sorted(r["task"] for r in rows) == ["n4", "n8"] and all(r["n"] == 4 for r in rows)
+
+
+def test_capacity_script_commands_validate_and_report_pairs_runs(tmp_path):
+    """scripts/retrieval_capacity.py: every run it launches is a valid config, and the report
+    puts RMT and ARMT side by side per N (from summary.json files, as rmt-train writes them)."""
+    for n in (2, 16):
+        cmd = rc.command("armt", n, 4, tmp_path / "run", [])
+        cfg = compose_config([a for a in cmd[3:] if not a.startswith("hydra.")])
+        validate(cfg)
+        assert cfg.memory.type == "armt" and cfg.task.num_pairs == n
+    for memory, n, best in [("tokens", 2, 0.5), ("armt", 2, 0.75), ("tokens", 4, 0.25)]:
+        (tmp_path / f"{memory}_n{n}").mkdir()
+        summary = {"steps": 4, "best_metric": best, "final_accuracy": best, "minutes": 0.1}
+        (tmp_path / f"{memory}_n{n}" / "summary.json").write_text(json.dumps(summary))
+    lines = rc.table(rc.rows(tmp_path)).splitlines()
+    assert lines[2:] == ["| 2 | 50.0 | 75.0 | +25.0 |", "| 4 | 25.0 | - | - |"]
