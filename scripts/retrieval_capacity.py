@@ -4,7 +4,7 @@ Trains ``experiment=retrieval_capacity`` once per (memory, N), one run after ano
 separate ``rmt-train`` process, skipped when its summary.json exists), then reads every run's
 best validation accuracy and writes a markdown table and a plot. Prints the rows as JSON.
 
-    python scripts/retrieval_capacity.py run --n 2 4 8 16 --out outputs/retrieval_capacity
+    python scripts/retrieval_capacity.py run --n 1 2 4 8 --out outputs/retrieval_capacity
     python scripts/retrieval_capacity.py report --out outputs/retrieval_capacity
 """
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["run", "report"])
     parser.add_argument("--out", default="outputs/retrieval_capacity")
-    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--pairs-per-segment", type=int, default=4)
     parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
     parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")
