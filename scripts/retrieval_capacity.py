@@ -5,7 +5,8 @@ separate ``rmt-train`` process, skipped when its summary.json exists), then read
 best validation accuracy and writes a markdown table and a plot. Prints the rows as JSON.
 
     python scripts/retrieval_capacity.py run --n 1 2 4 8 --out outputs/retrieval_capacity
-    python scripts/retrieval_capacity.py report --out outputs/retrieval_capacity
+    python scripts/retrieval_capacity.py report --out outputs/retrieval_capacity \
+        --plot docs/img/retrieval_capacity.png
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def plot(found: list[dict], path: Path, chance: float) -> None:
                     label=label)  # fmt: skip
     ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.1f}%)")
     ax.set_xscale("log", base=2)
+    ns = sorted({r["n"] for r in found})
+    ax.set_xticks(ns, labels=[str(n) for n in ns])
     ax.set_xlabel("key-value pairs stored (N)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(0, 100)
@@ -98,7 +101,7 @@ def report(args) -> None:
     if not found:
         raise SystemExit(f"no finished runs (summary.json) under {out}; run the sweep first")
     (out / "capacity.md").write_text(table(found) + "\n")
-    plot(found, out / "capacity.png", chance=100 / args.value_vocab)
+    plot(found, Path(args.plot or out / "capacity.png"), chance=100 / args.value_vocab)
     print(json.dumps(found, indent=1))
     print(table(found))
 
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--pairs-per-segment", type=int, default=4)
     parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
+    parser.add_argument("--plot", default=None, help="the plot's path (default: OUT/capacity.png)")
     parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")
     args = parser.parse_args()
     if args.action == "run":
