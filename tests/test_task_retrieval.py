@@ -78,7 +78,7 @@ def _retrieval(*overrides):
          "raise task.key_vocab to at least 300"),
         (["task.value_vocab=1000"], "task.value_vocab=1000 must be in 1..256"),
         (["task.train_samples=2"], "smaller than trainer.batch_size"),
-        (["backbone=gpt2"], "backbone.pretrained=null"),
+        (["backbone.tokenizer=gpt2"], "backbone.tokenizer=null"),
     ],
 )  # fmt: skip
 def test_impossible_retrieval_configs_fail_naming_the_fix(overrides, named):

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from rmt.errors import ConfigError
 from rmt.tasks.babilong.dataset import collate
 from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task
+from rmt.tasks.generative import answer_metrics, answer_rows, compute_loss
 from rmt.tasks.retrieval.config import RetrievalTaskConfig
 from rmt.tasks.retrieval.sample import Layout, RetrievalDataset
 from rmt.tasks.retrieval.tokenizer import MAX_SYMBOLS, build_tokenizer
@@ -57,7 +58,7 @@ class RetrievalTask(Task):
             _check_stage(task, i, stage, cfg.segment.size)
 
     @classmethod
-    def offline_tokenizer(cls):
+    def offline_tokenizer(cls, cfg: DictConfig):
         return build_tokenizer()
 
     # ------------------------------------------------------------------ training data
@@ -78,6 +79,16 @@ class RetrievalTask(Task):
 
     def collate(self, items: Sequence[dict]) -> dict:
         return collate(items, pad_id=self.tokenizer.pad_token_id)
+
+    def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
+        return compute_loss(model, batch, aux_weight)
+
+    def validation_rows(self, model, batch: dict, *, max_new_tokens: int
+                        ) -> dict[str, torch.Tensor]:  # fmt: skip
+        return answer_rows(self, model, batch, max_new_tokens=max_new_tokens)
+
+    def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+        return answer_metrics(rows)
 
     # ------------------------------------------------------------------ scoring, evaluation
     def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
