@@ -118,7 +118,8 @@ def test_cli_trains_retrieval_and_rmt_eval_reads_the_run(tmp_path, monkeypatch, 
                  f"hydra.run.dir={out}", "progress_bar=false")  # fmt: skip
     assert main_in_process(monkeypatch, *eval_args, cli="rmt-eval") == 0
     rows = json.loads((out / "results.json").read_text())["results"]
-    assert sorted(r["task"] for r in rows) == ["n4", "n8"] and all(r["n"] == 4 for r in rows)
+    assert sorted(r["task"] for r in rows) == ["n4", "n8"], rows
+    assert all(r["n"] == 4 for r in rows), [(r["task"], r["n"]) for r in rows]
 
 
 def test_capacity_script_commands_validate_and_report_pairs_runs(tmp_path):

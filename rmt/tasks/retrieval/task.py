@@ -100,6 +100,11 @@ class RetrievalTask(Task):
         """The N of the last curriculum stage: what the run was trained for."""
         return [f"n{_pairs(self.cfg, self.cfg.curriculum[-1])}"]
 
+    def validation_samples(self, limit: int | None) -> tuple[int, list[str] | None]:
+        """Per cell: every ``n<N>`` is its own sample set (validation draws one N per stage)."""
+        n = self.cfg.valid_samples
+        return (n if limit is None else min(n, limit)), None
+
     def check_subtasks(self, tasks: Sequence[str]) -> None:
         bad = [t for t in tasks if not SUBTASK.fullmatch(t) or int(t[1:]) > self.cfg.key_vocab]
         if bad:
@@ -108,10 +113,12 @@ class RetrievalTask(Task):
                 f"1 <= N <= task.key_vocab={self.cfg.key_vocab}, e.g. tasks=[n4,n8]."
             )
 
-    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test"
+    def eval_items(self, cell: EvalCell, *, samples: int, seed: int, split: str = "test",
+                   stage: int = -1, tasks: Sequence[str] | None = None
                    ) -> Iterator[EvalItem]:  # fmt: skip
         """``samples`` prompts with N = the cell's ``n<N>``, at ``cell.tokens`` tokens (or the
-        fewest segments that hold the pairs and the query, for short lengths such as 0k)."""
+        fewest segments that hold the pairs and the query, for short lengths such as 0k).
+        ``stage`` and ``tasks`` change nothing: the cell's ``n<N>`` alone fixes its samples."""
         layout = self.layout(int(cell.task[1:]))
         problem = layout.problem()
         if problem is not None:
