@@ -191,3 +191,19 @@ def judge_answers(
             answers, targets, questions, subtasks, strict=True
         )
     ]
+
+
+class AnswerTask(Task):
+    """A task whose samples end in a written answer: answer loss (plus the auxiliary LM loss),
+    validation by generating and judging the answers, accuracy metrics. Subclasses give data and
+    ``judge``; BABILong and retrieval share these three steps instead of repeating them."""
+
+    def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
+        return compute_loss(model, batch, aux_weight)
+
+    def validation_rows(self, model, batch: dict, *, max_new_tokens: int
+                        ) -> dict[str, torch.Tensor]:  # fmt: skip
+        return answer_rows(self, model, batch, max_new_tokens=max_new_tokens)
+
+    def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
+        return answer_metrics(rows)

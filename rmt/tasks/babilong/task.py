@@ -37,14 +37,14 @@ from rmt.tasks.babilong.sources import (
     within_facts,
 )
 from rmt.tasks.babilong.tokenizer import build_tokenizer
-from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task, tokenizer_key
-from rmt.tasks.generative import answer_metrics, answer_rows, compute_loss
+from rmt.tasks.base import EvalCell, EvalItem, Verdict, register_task, tokenizer_key
+from rmt.tasks.generative import AnswerTask
 
 DEBUG_FACTS = 2  # task.debug=true (debug=fast): stories of at most this many facts
 
 
 @register_task("babilong")
-class BabilongTask(Task):
+class BabilongTask(AnswerTask):
     """BABILong qa1..qa20 from the ``generated``, ``babi`` or ``babilong`` source."""
 
     config_class = BabilongTaskConfig
@@ -190,16 +190,7 @@ class BabilongTask(Task):
             answers = {t: set(TASK_LABELS[t]) for t in cfg.tasks}
         preflight.check_answers(self.tokenizer, answers)
 
-    def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
-        return compute_loss(model, batch, aux_weight)
-
     # ------------------------------------------------------------------ scoring, evaluation
-    def validation_rows(self, model, batch: dict, *, max_new_tokens: int
-                        ) -> dict[str, torch.Tensor]:  # fmt: skip
-        return answer_rows(self, model, batch, max_new_tokens=max_new_tokens)
-
-    def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
-        return answer_metrics(rows)
 
     def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
         return Verdict(

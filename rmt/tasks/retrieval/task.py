@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from rmt.errors import ConfigError
 from rmt.tasks.babilong.dataset import collate
-from rmt.tasks.base import EvalCell, EvalItem, Task, Verdict, register_task
-from rmt.tasks.generative import answer_metrics, answer_rows, compute_loss
+from rmt.tasks.base import EvalCell, EvalItem, Verdict, register_task
+from rmt.tasks.generative import AnswerTask
 from rmt.tasks.retrieval.config import RetrievalTaskConfig
 from rmt.tasks.retrieval.sample import Layout, RetrievalDataset
 from rmt.tasks.retrieval.tokenizer import MAX_SYMBOLS, build_tokenizer
@@ -28,7 +28,7 @@ SUBTASK = re.compile(r"n([1-9][0-9]*)")
 
 
 @register_task("retrieval")
-class RetrievalTask(Task):
+class RetrievalTask(AnswerTask):
     """N key->value pairs in the leading segments, one key queried in the last."""
 
     config_class = RetrievalTaskConfig
@@ -79,16 +79,6 @@ class RetrievalTask(Task):
 
     def collate(self, items: Sequence[dict]) -> dict:
         return collate(items, pad_id=self.tokenizer.pad_token_id)
-
-    def loss(self, model, batch: dict, *, aux_weight: float) -> tuple[torch.Tensor, dict]:
-        return compute_loss(model, batch, aux_weight)
-
-    def validation_rows(self, model, batch: dict, *, max_new_tokens: int
-                        ) -> dict[str, torch.Tensor]:  # fmt: skip
-        return answer_rows(self, model, batch, max_new_tokens=max_new_tokens)
-
-    def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
-        return answer_metrics(rows)
 
     # ------------------------------------------------------------------ scoring, evaluation
     def judge(self, output: str, *, target: str, question: str, task: str) -> Verdict:
