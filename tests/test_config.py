@@ -108,17 +108,19 @@ def test_default_is_the_offline_memory_demo():
     assert cfg.backbone.pretrained is None and cfg.backbone.tokenizer is None
     assert cfg.task.tasks == ["qa1"] and cfg.task.source == "generated"
     assert cfg.task.facts_before_last_segment and cfg.task.background.kind == "builtin"
-    assert [list(s.segments) for s in cfg.task.curriculum] == [[2], [2], [2]]
-    # fact-count curriculum: 1 fact, then 2, then the validated task (2-4 facts)
+    # in-context warm-up (one segment, facts beside the question), then the task (2 segments)
+    assert [list(s.segments) for s in cfg.task.curriculum] == [[1], [1], [2]]
+    assert [s.facts_before_last_segment for s in cfg.task.curriculum] == [False, False, None]
     assert [(s.min_facts, s.max_facts) for s in cfg.task.curriculum] == [
-        (1, 1),
         (2, 2),
+        (None, None),
         (None, None),
     ]
     assert (cfg.task.min_facts, cfg.task.max_facts) == (2, 4)
-    assert cfg.segment.size == 32 and cfg.memory.num_tokens == 10
-    assert cfg.backbone.family == "llama" and cfg.trainer.aux_lm_loss == 1.0
-    assert cfg.trainer.max_minutes == 15
+    assert list(cfg.task.aux_labels) == ["question_subject", "fact_subject"]
+    assert cfg.segment.size == 64 and cfg.memory.num_tokens == 10
+    assert cfg.backbone.family == "llama" and cfg.backbone.hidden_size == 64
+    assert cfg.trainer.aux_lm_loss == 0.0 and cfg.trainer.max_minutes == 15
     validate(cfg)
 
 

@@ -73,6 +73,7 @@ def test_two_step_run_writes_the_run_folder(fast_cfg):
     assert result["steps"] == 2 and result["stopped"] == "max_steps"
     assert 0.0 <= result["best_metric"] <= 1.0
     assert json.loads((run / "summary.json").read_text())["best_metric"] == result["best_metric"]
+    assert result["peak_memory_mb"] > 10 and 0 < result["steps_per_second"] < 1e4
     assert (run / "config.yaml").read_text().count("num_tokens: 4") == 1
     train_events, valid_events = _events(run, "train"), _events(run, "valid")
     assert [e["step"] for e in train_events] == [1, 2]

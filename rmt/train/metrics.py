@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,15 @@ from rmt.run import METRICS_FILE, TB_DIR
 from rmt.train import trackers
 
 _NOT_SCALARS = ("stage", "samples", "minutes")  # logged to metrics.jsonl, not plotted
+
+
+def peak_memory_mb(device: torch.device | str) -> float:
+    """This process's peak memory in MiB: allocated tensors on a CUDA device (what a run
+    needs of the card), else the peak resident set size (Linux reports KiB)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class MetricsLog:

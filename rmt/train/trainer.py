@@ -48,7 +48,7 @@ from rmt.run import (
     write_jsonl,
 )
 from rmt.train import build, curriculum, distributed, trackers
-from rmt.train.metrics import MetricsLog, Window, summary_table
+from rmt.train.metrics import MetricsLog, Window, peak_memory_mb, summary_table
 from rmt.train.resume import PreemptionGuard, finished_summary
 
 log = logging.getLogger(__name__)
@@ -438,6 +438,8 @@ class Trainer:
             "stages": len(self.stages),
             "steps": p.step,
             "minutes": self.elapsed() / 60,
+            "steps_per_second": p.step / max(self.elapsed(), 1e-9),  # validation time included
+            "peak_memory_mb": round(peak_memory_mb(self.accelerator.device), 1),
             "tokens": p.tokens,
             "params": sum(q.numel() for q in model.parameters()),
             "trainable_params": sum(q.numel() for q in model.parameters() if q.requires_grad),
