@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The signature result in one sitting: several `experiment=qa1_signature` variants trained side
-# by side on one machine (RMT, no memory, ARMT, a wider RMT), each then evaluated by
+# by side on one machine (RMT, no memory, ARMT, a wider and deeper RMT), each then evaluated by
 # `rmt-eval checkpoint=<run>` at 1x..16x its trained length. Written for a short GPU loan
 # (everything in one command, time-boxed), and smoke-tested on CPU with tiny budgets:
 #
@@ -26,7 +26,7 @@ variants=(
   "rmt|"
   "nomem|memory.num_tokens=0"
   "armt|memory=armt"
-  "rmt_d256|backbone.hidden_size=256 optim.lr=5e-4"
+  "rmt_d128_l4|backbone.hidden_size=128 backbone.num_layers=4"
 )
 train_timeout=$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 + 120 }')
 
@@ -38,7 +38,7 @@ train_and_eval() {
     trainer.max_minutes="$minutes" trainer.progress_bar=false "${extra[@]}" \
     hydra.run.dir="$dir" > "$work/$name.train.log" 2>&1
   echo "[$(date +%T)] $name: train exit $?"
-  timeout 240 "$py" -m rmt.cli.eval checkpoint="$dir" progress_bar=false \
+  timeout 150 "$py" -m rmt.cli.eval checkpoint="$dir" progress_bar=false \
     hydra.run.dir="$work/$name-eval" > "$work/$name.eval.log" 2>&1
   echo "[$(date +%T)] $name: eval exit $?"
 }

@@ -92,6 +92,10 @@ class MemoryConfig:
 
     type: str = "tokens"  # a name in rmt.modeling.memory.MECHANISMS: tokens (RMT) | armt (ARMT)
     num_tokens: int = 10  # memory tokens read and written per segment; 0 = plain segmented LM
+    # std of the learned first memory; null = the backbone's initializer_range. Every later memory
+    # is a normalised last-layer output (per-dimension scale ~1), so 1.0 gives the first segment
+    # memory at the scale all others see (README, Results: why RMT failed beyond 2 segments).
+    init_std: float | None = 1.0
     freeze_backbone: bool = False  # train only memory embeddings (and LoRA if enabled)
     lora: LoraConfig = field(default_factory=LoraConfig)
     armt: ArmtConfig = field(default_factory=ArmtConfig)
@@ -106,6 +110,7 @@ def memory_kwargs(mem: DictConfig) -> dict:
         "memory_type": mem.type,
         "memory_options": None if options is None else OmegaConf.to_container(options),
         "num_mem_tokens": mem.num_tokens,
+        "memory_init_std": mem.init_std,
         "freeze_backbone": mem.freeze_backbone,
         "lora": (
             {

@@ -63,6 +63,10 @@ class RMTConfig(PreTrainedConfig):
             ("tokens": RMT's memory tokens; "armt": memory tokens plus per-layer associative memory).
         memory_options: extra keyword arguments of that mechanism (none for "tokens"; for "armt":
             key_dim, feature_map, nu, layers, correction, see `rmt.modeling.memory.armt`).
+        memory_init_std: std of the learned first memory (None: the backbone's initializer_range).
+            Later memories are normalised last-layer outputs (per-dimension scale about 1), so the
+            default 1.0 puts the first memory at the same scale; with the embeddings' 0.02 a model
+            trained on 2 segments failed at 3 (README, Results).
         lora: optional dict of LoRA settings (`r`, `alpha`, `dropout`, `target_modules`) applied to the
             backbone when the model is built, so checkpoints with adapters reload with no extra arguments.
         classifier_input: what `RMTForSequenceClassification` classifies: "memory" (the memory
@@ -84,6 +88,7 @@ class RMTConfig(PreTrainedConfig):
     lora: dict | None = None
     memory_type: str = "tokens"
     memory_options: dict | None = None
+    memory_init_std: float | None = 1.0
     classifier_input: str = "memory"
     memory_pooling: str = "mean"
     classifier_dropout: float = 0.0
@@ -132,6 +137,12 @@ class RMTConfig(PreTrainedConfig):
         if self.segment_checkpointing not in (True, False, "auto"):
             raise ValueError(
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
+            )
+        std = self.memory_init_std
+        if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or std <= 0):
+            raise ValueError(
+                f"memory_init_std={std!r}: use a positive number (1.0, the scale of the backbone's "
+                "normalised outputs) or None (the backbone's initializer_range)."
             )
         budget = self.checkpointing_budget
         if (

@@ -111,6 +111,7 @@ class AssociativeMemory(TokenMemory):
         nu: int = 3,  # DPFP's number of rolls (3 in the paper)
         layers: list[int] | None = None,  # decoder layers that carry associative memory; None = all
         correction: bool = True,  # delta rule: write only what the memory does not return yet
+        init_std: float | None = None,  # of the memory tokens, as for TokenMemory
         dtype=None,
         device=None,
     ) -> None:
@@ -122,7 +123,8 @@ class AssociativeMemory(TokenMemory):
                 "ARMT writes its associative memory from the memory tokens; use num_mem_tokens >= 1 "
                 "(memory.num_tokens)."
             )
-        super().__init__(hidden_size=hidden_size, num_tokens=num_tokens, dtype=dtype, device=device)
+        super().__init__(hidden_size=hidden_size, num_tokens=num_tokens, init_std=init_std,
+                         dtype=dtype, device=device)  # fmt: skip
         self.key_dim, self.feature_map, self.nu, self.correction = (
             key_dim,
             feature_map,
@@ -148,7 +150,7 @@ class AssociativeMemory(TokenMemory):
         return cls(
             hidden_size=hidden_size, num_tokens=config.num_mem_tokens,
             num_layers=config.backbone_config.num_hidden_layers, dtype=dtype, device=device,
-            **(config.memory_options or {}),
+            init_std=getattr(config, "memory_init_std", None), **(config.memory_options or {}),
         )  # fmt: skip
 
     @classmethod

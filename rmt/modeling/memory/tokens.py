@@ -40,12 +40,14 @@ class TokenMemory(MemoryMechanism):
         hidden_size: int,
         num_tokens: int,
         write_block: bool = True,  # False: memory read and written in place (encoders)
+        init_std: float | None = None,  # std of `tokens` (None: the backbone's, see init_weights)
         dtype=None,
         device=None,
     ) -> None:
         super().__init__()
         self.num_tokens = num_tokens
         self.write_block = write_block
+        self.init_std = init_std
         # Zero tokens: an empty parameter, kept so checkpoints keep one layout; it gets no
         # gradient, so it does not ask for one (DDP would otherwise wait for it).
         self.tokens = nn.Parameter(
@@ -55,7 +57,8 @@ class TokenMemory(MemoryMechanism):
 
     @classmethod
     def from_config(cls, config, *, hidden_size: int, dtype=None, device=None) -> TokenMemory:
-        options = {**(config.memory_options or {}), "write_block": _write_block(config)}
+        options = {**(config.memory_options or {}), "write_block": _write_block(config),
+                   "init_std": getattr(config, "memory_init_std", None)}  # fmt: skip
         return cls(
             hidden_size=hidden_size, num_tokens=config.num_mem_tokens, dtype=dtype, device=device,
             **options,
@@ -71,7 +74,7 @@ class TokenMemory(MemoryMechanism):
         return self.num_tokens > 0
 
     def init_weights(self, std: float) -> None:
-        hf_init.normal_(self.tokens, mean=0.0, std=std)
+        hf_init.normal_(self.tokens, mean=0.0, std=std if self.init_std is None else self.init_std)
 
     def summary(self) -> dict:
         return {"num_mem_tokens": self.num_tokens}
