@@ -118,7 +118,7 @@ def test_default_is_the_offline_memory_demo():
     ]
     assert (cfg.task.min_facts, cfg.task.max_facts) == (2, 4)
     assert list(cfg.task.aux_labels) == ["question_subject", "fact_subject"]
-    assert cfg.segment.size == 64 and cfg.memory.num_tokens == 10
+    assert cfg.segment.size == 64 and cfg.memory.num_tokens == 10 and cfg.memory.init_std == 1.0
     assert cfg.backbone.family == "llama" and cfg.backbone.hidden_size == 64
     assert cfg.trainer.aux_lm_loss == 0.0 and cfg.trainer.max_minutes == 15
     validate(cfg)

@@ -93,9 +93,10 @@ class MemoryConfig:
     type: str = "tokens"  # a name in rmt.modeling.memory.MECHANISMS: tokens (RMT) | armt (ARMT)
     num_tokens: int = 10  # memory tokens read and written per segment; 0 = plain segmented LM
     # std of the learned first memory; null = the backbone's initializer_range. Every later memory
-    # is a normalised last-layer output (per-dimension scale ~1), so 1.0 gives the first segment
-    # memory at the scale all others see (README, Results: why RMT failed beyond 2 segments).
-    init_std: float | None = 1.0
+    # is a normalised last-layer output (per-dimension scale ~1); 1.0 gives the first segment a
+    # memory at that scale, which qa1 needed beyond 2 segments (README, Results), while a small
+    # key-recall model learned only with the backbone's small init: so a recipe choice.
+    init_std: float | None = None
     freeze_backbone: bool = False  # train only memory embeddings (and LoRA if enabled)
     lora: LoraConfig = field(default_factory=LoraConfig)
     armt: ArmtConfig = field(default_factory=ArmtConfig)

@@ -64,9 +64,9 @@ class RMTConfig(PreTrainedConfig):
         memory_options: extra keyword arguments of that mechanism (none for "tokens"; for "armt":
             key_dim, feature_map, nu, layers, correction, see `rmt.modeling.memory.armt`).
         memory_init_std: std of the learned first memory (None: the backbone's initializer_range).
-            Later memories are normalised last-layer outputs (per-dimension scale about 1), so the
-            default 1.0 puts the first memory at the same scale; with the embeddings' 0.02 a model
-            trained on 2 segments failed at 3 (README, Results).
+            Later memories are normalised last-layer outputs (per-dimension scale about 1); 1.0
+            puts the first memory at that scale. On qa1 a model trained on 2 segments with the
+            small init failed at 3, and learned 3-4 with 1.0 (README, Results).
         lora: optional dict of LoRA settings (`r`, `alpha`, `dropout`, `target_modules`) applied to the
             backbone when the model is built, so checkpoints with adapters reload with no extra arguments.
         classifier_input: what `RMTForSequenceClassification` classifies: "memory" (the memory
@@ -88,7 +88,7 @@ class RMTConfig(PreTrainedConfig):
     lora: dict | None = None
     memory_type: str = "tokens"
     memory_options: dict | None = None
-    memory_init_std: float | None = 1.0
+    memory_init_std: float | None = None
     classifier_input: str = "memory"
     memory_pooling: str = "mean"
     classifier_dropout: float = 0.0
