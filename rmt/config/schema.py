@@ -167,6 +167,7 @@ class TrainerConfig:
     seed: int = 0
     num_workers: int | None = None  # DataLoader worker processes; None = auto (see curriculum)
     aux_lm_loss: float = 0.0  # >0 adds this weight x next-token loss on unlabelled text
+    compile: bool = False  # torch.compile each segment step (eager, with a warning, if it fails)
     progress_bar: bool = True
     log_with: list[str] = field(default_factory=list)  # [] (off) | wandb | mlflow: trackers
 

@@ -14,6 +14,7 @@ what else is in its batch.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,6 +98,31 @@ class StepReader(Protocol):
         """Receives those hidden states [K, H] (called only when K > 0)."""
 
 
+class CompiledOrEager:
+    """`torch.compile(fn)`, falling back to `fn` itself (with one warning) when torch.compile is
+    missing or compiling fails, at wrap time or at the first calls (compilation is lazy)."""
+
+    def __init__(self, fn, options: dict) -> None:
+        self.eager, self.compiled = fn, None
+        try:
+            self.compiled = torch.compile(fn, **options)
+        except Exception as err:  # noqa: BLE001  (any failure means: run eagerly)
+            self._give_up(err)
+
+    def _give_up(self, err: Exception) -> None:
+        self.compiled = None
+        warnings.warn(f"torch.compile of the segment step failed, running eagerly: "
+                      f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", stacklevel=3)  # fmt: skip
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as err:  # noqa: BLE001
+                self._give_up(err)
+        return self.eager(*args)
+
+
 def _is_legacy_checkpoint(path) -> bool:
     """A checkpoint whose config.json predates `memory_type` (and names the memory `memory`)."""
     try:
@@ -115,6 +141,7 @@ class RMTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     backbone_auto_class = AutoModelForCausalLM  # builds the backbone from `config.backbone_config`
+    _segment_step = None  # `compile_segments` sets a compiled `_run_segment` (with eager fallback)
 
     def __init__(self, config: RMTConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
@@ -175,6 +202,13 @@ class RMTPreTrainedModel(PreTrainedModel):
 
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
+
+    def compile_segments(self, **options) -> None:
+        """Run each segment's backbone call through `torch.compile` (`dynamic=False` unless
+        `options` say otherwise: training's equal-length segments replay one compiled graph).
+        Where compiling is unavailable or fails, one warning and the eager path, so a run never
+        depends on it. Not saved with the model: a runtime choice (`trainer.compile`)."""
+        self._segment_step = CompiledOrEager(self._run_segment, {"dynamic": False, **options})
 
     def _use_checkpointing(self, plan: SegmentPlan) -> bool:
         """Recompute segments in backward? `auto`: only when the activations of the whole chain
@@ -266,13 +300,13 @@ class RMTPreTrainedModel(PreTrainedModel):
             h_rows, h_cols = (empty, empty) if reader is None else reader.wanted(active, seg_mask)
             # The last segment is never checkpointed: its backward runs right after its forward, so
             # keeping its activations costs no more peak memory than recomputing them would.
+            run_segment = self._segment_step or self._run_segment
             if use_ckpt and step < n_steps - 1:
                 new_state, hidden = checkpoint(
-                    self._run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols,
-                    use_reentrant=False,
-                )  # fmt: skip
+                    run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols, use_reentrant=False
+                )
             else:
-                new_state, hidden = self._run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)
+                new_state, hidden = run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)
             state = new_state if rows is None else self.memory.merge(state, rows, new_state)
             if reader is not None and hidden.shape[0]:
                 reader.add(active, h_rows, h_cols, hidden)

@@ -119,7 +119,10 @@ class Trainer:
 
         set_seed(cfg.trainer.seed)
         self.tokenizer = build.build_tokenizer(cfg)
-        model = distributed.shard(self.accelerator, build.build_model(cfg, self.tokenizer))
+        model = build.build_model(cfg, self.tokenizer)
+        if cfg.trainer.compile:
+            model.compile_segments()
+        model = distributed.shard(self.accelerator, model)
         optimizer = build.make_optimizer(cfg, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.task = build.task_for(cfg, self.tokenizer)
