@@ -43,6 +43,25 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
+def tensorboard_or_stub() -> bool:
+    """True when TensorBoard is installed; else a no-op `SummaryWriter` stands in (a bare GPU
+    image may lack it; metrics.jsonl, which this script reads, is written either way)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        import types
+
+        class SummaryWriter:  # the four methods rmt.train.metrics calls
+            def __init__(self, *args, **kwargs) -> None: ...
+            def add_scalar(self, *args, **kwargs) -> None: ...
+            def flush(self) -> None: ...
+            def close(self) -> None: ...
+
+        sys.modules["torch.utils.tensorboard"] = types.SimpleNamespace(SummaryWriter=SummaryWriter)
+        return False
+    return True
+
+
 def run(seconds: float, overrides: list[str], run_dir: Path) -> dict:
     """Set up the recipe's Trainer, time `fit` for `seconds`, clean up; return the numbers."""
     from rmt.train.trainer import Trainer
@@ -91,9 +110,11 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    tensorboard = tensorboard_or_stub()
     with tempfile.TemporaryDirectory(prefix="rmt-recipe-") as tmp:
         result = run(args.seconds, args.overrides, Path(tmp) / "run")
     result.update(
+        tensorboard=tensorboard,
         seconds=args.seconds, overrides=args.overrides, torch=torch.__version__,
         torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
         gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -273,7 +273,9 @@ class Trainer:
         ``max_steps``."""
         acc, p, tr = self.accelerator, self.progress, self.cfg.trainer
         over_time = tr.max_minutes is not None and self.elapsed() >= tr.max_minutes * 60
-        stop = self.guard.triggered or (self.stop_at_step is not None and p.step >= self.stop_at_step)
+        stop = self.guard.triggered or (
+            self.stop_at_step is not None and p.step >= self.stop_at_step
+        )
         triggered = stop or over_time  # one process needs no device round trip per step
         if acc.num_processes > 1:  # several agree through a collective: all stop together
             if triggered:
