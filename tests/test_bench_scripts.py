@@ -266,8 +266,10 @@ def test_gpu_speed_summary_recovers_a_cut_row_from_its_log(tmp_path, capsys):
                 "model_flops_per_step": 10**12, "recomputed": False,
                 "cpu_tokens_per_s": tok_s}  # fmt: skip
 
-    log = [f"[bench_train] x: {json.dumps(point(*p))}"
-           for p in (("baseline", False, 100.0), ("rmt", "auto", 150.0), ("rmt", False, 160.0))]
+    log = [
+        f"[bench_train] x: {json.dumps(point(*p))}"
+        for p in (("baseline", False, 100.0), ("rmt", "auto", 150.0), ("rmt", False, 160.0))
+    ]
     (tmp_path / "r1_b8_s128.log").write_text("noise\n" + "\n".join(log) + "\n")  # no .json: cut
     (tmp_path / "machine.json").write_text(json.dumps({"gpu": "NVIDIA H200"}))
     (tmp_path / "r3_recipe.json").write_text(json.dumps({"steps": 7, "steps_per_s": 2.5}))
