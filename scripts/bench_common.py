@@ -112,8 +112,12 @@ def resolve_dtype(name: str, device: str):
 
 
 def rss_mb() -> float:
-    import psutil
-
+    """Resident memory now (psutil; /proc where psutil is missing, as on a bare GPU image)."""
+    try:
+        import psutil
+    except ImportError:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     return psutil.Process().memory_info().rss / 2**20
 
 
@@ -290,7 +294,22 @@ def run_point(script: Path, fn, params: dict, isolation: str, timeout: float | N
         return run_forked(fn, params, timeout)
     if isolation == "exec":
         return run_child(script, params, timeout)
-    return fn(params)
+    try:  # in this process: a failing point (out of memory...) must not end the others
+        return fn(params)
+    except Exception as err:  # noqa: BLE001
+        return {"status": "error", "reason": f"{type(err).__name__}: {err}"[:500]}
+    finally:
+        _release_cuda()
+
+
+def _release_cuda() -> None:
+    """Free what a point left in the CUDA cache, so that the next one starts from the same state."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def report_child(result: dict) -> None:
@@ -328,7 +347,11 @@ def finish(
     result["json_path"] = str(out / f"{stem}.json")
     result["plot_path"] = str(out / f"{stem}.png")
     write_outputs(out, stem, result)
-    plot_fn(result, out / f"{stem}.png")
+    try:
+        plot_fn(result, out / f"{stem}.png")
+    except ImportError as err:  # matplotlib missing (a bare GPU image): the JSON is what counts
+        log(f"no plot: {err}")
+        result["plot_path"] = None
     print(json.dumps(result, indent=2))
     return result
 

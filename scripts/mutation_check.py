@@ -105,12 +105,13 @@ MUTATIONS = [
     # ---------------------------------------------------------------- masks
     Mutation(
         "unpad-ignores-mask", "the batch is not unpadded: pads are read as tokens", CORE,
-        "positions = [row.nonzero().squeeze(1) for row in valid]",
-        "positions = [torch.arange(row.numel()) for row in valid]",
+        "order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices",
+        "order = torch.arange(width, device=valid.device).expand(bsz, width)",
     ),
     Mutation(
         "labels-ignore-padding", "labels are taken from the first columns, not the sample's", HEAD,
-        "lab = labels[b, pos]", "lab = labels[b, : plan.ids[b].numel()]",
+        "packed = plan.pack(labels, -100)",
+        "packed = labels[:, : plan.packed.shape[1]].masked_fill(~plan.valid(), -100)",
     ),
     Mutation(
         "generation-right-padded", "the generation prompt [memory ; last segment] is right-padded",
@@ -122,13 +123,13 @@ MUTATIONS = [
     Mutation(
         "labels-not-shifted-across-segments",
         "a segment's last token loses its target (the first token of the next segment)", HEAD,
-        "self.tgt[i, : e - s] = self.targets[b][s:e]",
-        "self.tgt[i, : e - s - 1] = self.targets[b][s : e - 1]",
+        "self.tgt, _ = gather_segments(self.targets, active, -100)",
+        "self.tgt = F.pad(gather_segments(self.targets, active, -100)[0][:, :-1], (0, 1), value=-100)",
     ),
     Mutation(
         "labels-not-shifted", "labels are not shifted: each position predicts itself", HEAD,
-        "targets.append(torch.cat([lab[1:], lab.new_full((1,), -100)]))",
-        "targets.append(lab)",
+        "shifted = torch.cat([packed[:, 1:], packed.new_full((packed.shape[0], 1), -100)], dim=1)",
+        "shifted = packed",
     ),
     # ---------------------------------------------------------------- memory passing
     Mutation(

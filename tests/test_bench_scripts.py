@@ -247,3 +247,44 @@ def test_baseline_comparison_ratios_and_mfu():
 def test_baseline_needs_five_timed_steps():
     with pytest.raises(SystemExit, match="at least 5 timed steps"):
         bench_train.parse_args(["--baseline", "--steps", "3"])
+
+
+def test_in_process_point_failure_is_reported_not_raised():
+    def boom(params):
+        raise RuntimeError("CUDA out of memory")
+
+    point = bc.run_point(None, boom, {}, "none", None)
+    assert point["status"] == "error" and "out of memory" in point["reason"]
+
+
+def test_gpu_speed_summary_recovers_a_cut_row_from_its_log(tmp_path, capsys):
+    import gpu_speed_summary
+
+    def point(algorithm, ckpt, tok_s):
+        return {"status": "ok", "algorithm": algorithm, "checkpointing": ckpt, "segments": 8,
+                "tokens_per_s": tok_s, "step_s": 1.0, "peak_mb": 10.0, "memory": "rmt",
+                "model_flops_per_step": 10**12, "recomputed": False,
+                "cpu_tokens_per_s": tok_s}  # fmt: skip
+
+    log = [
+        f"[bench_train] x: {json.dumps(point(*p))}"
+        for p in (("baseline", False, 100.0), ("rmt", "auto", 150.0), ("rmt", False, 160.0))
+    ]
+    (tmp_path / "r1_b8_s128.log").write_text("noise\n" + "\n".join(log) + "\n")  # no .json: cut
+    (tmp_path / "machine.json").write_text(json.dumps({"gpu": "NVIDIA H200"}))
+    (tmp_path / "r3_recipe.json").write_text(json.dumps({"steps": 7, "steps_per_s": 2.5}))
+    gpu_speed_summary.main(tmp_path)
+    text = capsys.readouterr().out
+    assert "cut short" in text and "(1.50x)" in text and "(1.60x)" in text
+    assert "| 7 |" in text and "did not finish" not in text.split("ARMT")[0]
+    assert "0.10 / 0.10 / 0.10" in text  # MFU %: 1e12 FLOP in 1 s over the H200 peak 989e12
+
+
+def test_recipe_bench_times_real_trainer_steps(tmp_path, one_thread):
+    import bench_recipe
+
+    result = bench_recipe.main(["--seconds", "600", "--out", str(tmp_path), "debug=fast",
+                                "trainer.max_steps=3", "trainer.num_workers=0"])  # fmt: skip
+    assert result["steps"] == 3 and result["stopped"] == "max_steps"
+    assert result["steps_per_s"] > 0 and result["data_wait_share_mean"] is not None
+    assert json.loads((tmp_path / "recipe_cpu.json").read_text())["steps"] == 3

@@ -189,6 +189,7 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["trainer.mixed_precision=fp8"], "trainer.mixed_precision"),
         (["optim.scheduler.name=step"], "optim.scheduler.name"),
         (["optim.lr=0"], "optim.lr"),
+        (["trainer.num_workers=-1"], "trainer.num_workers"),
         (["memory.num_tokens=-1"], "memory.num_tokens"),
         (["memory.type=assoc"], "memory.type='assoc' is not valid; choose one of tokens, armt"),
         (["memory=armt", "memory.armt.layers=[2]"], "memory.armt.layers=[2]: the backbone has 2"),

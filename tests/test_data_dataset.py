@@ -184,3 +184,15 @@ def test_dataloader_with_sampler_and_workers(tok, builder):
     for a, b in zip(single, multi, strict=True):
         assert a["input_ids"].shape[1] in (128, 192)
         assert torch.equal(a["input_ids"], b["input_ids"]) and a["target"] == b["target"]
+
+
+def test_auto_workers_keep_a_core_for_training(monkeypatch):
+    from rmt.train import curriculum
+
+    assert curriculum.num_workers(0) == 0 and curriculum.num_workers(3) == 3
+    monkeypatch.setattr(curriculum.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert curriculum.num_workers(None) == 1
+    monkeypatch.setattr(curriculum.os, "sched_getaffinity", lambda _: set(range(64)), raising=False)
+    assert curriculum.num_workers(None) == curriculum.MAX_AUTO_WORKERS
+    monkeypatch.setattr(curriculum.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    assert curriculum.num_workers(None) == 0

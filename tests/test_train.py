@@ -122,6 +122,22 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(fast_cfg):
     assert b == a  # floats compared exactly: same process, same code, same RNG streams
 
 
+def test_batches_built_in_workers_train_exactly_like_in_process(fast_cfg):
+    # trainer.num_workers changes where batches are built, never what they hold: the same
+    # losses with 0 (in the training process) and 2 workers, compared exactly.
+    common = ("trainer.max_steps=3", "trainer.eval_every=3")
+    curves = []
+    for workers in (0, 2):
+        cfg = fast_cfg(*common, f"trainer.num_workers={workers}", run=f"workers{workers}")
+        trainer.train(cfg)
+        curve = _curve(Path(cfg.output_dir))
+        rows = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").open()]
+        shares = [r["data_wait_share"] for r in rows if "data_wait_share" in r]
+        assert len(shares) == 3 and all(0 <= s < 1 for s in shares)
+        curves.append(curve)
+    assert curves[0] == curves[1] and len(curves[0]["step"]) == 3
+
+
 def test_resume_config_keeps_the_run_and_refuses_group_changes(fast_cfg):
     cfg = fast_cfg("trainer.max_steps=1", "trainer.eval_every=1")
     trainer.train(cfg)

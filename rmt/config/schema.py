@@ -171,8 +171,9 @@ class TrainerConfig:
     max_new_tokens: int = 8  # generation budget per answer during validation
     mixed_precision: str = "auto"  # auto (bf16 on capable GPUs, else no) | no | bf16 | fp16
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader worker processes; None = auto (see curriculum)
     aux_lm_loss: float = 0.0  # >0 adds this weight x next-token loss on unlabelled text
+    compile: bool = False  # torch.compile each segment step (eager, with a warning, if it fails)
     progress_bar: bool = True
     log_with: list[str] = field(default_factory=list)  # [] (off) | wandb | mlflow: trackers
 
@@ -423,6 +424,11 @@ def _check_trainer(cfg: DictConfig) -> None:
         ("task.valid_samples", cfg.task.valid_samples, 1),
         ("optim.scheduler.warmup_steps", optim.scheduler.warmup_steps, 0),
     )
+    if tr.num_workers is not None and tr.num_workers < 0:
+        raise ConfigError(
+            f"trainer.num_workers={tr.num_workers} must be >= 0 (0 = build batches in the "
+            "training process) or null (auto)."
+        )
     if tr.aux_lm_loss < 0:
         raise ConfigError(f"trainer.aux_lm_loss={tr.aux_lm_loss} must be >= 0 (0 = answer-only).")
     if not optim.lr > 0:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from rmt.modeling.core import RMTPreTrainedModel, SegmentPlan
+from rmt.modeling.core import RMTPreTrainedModel, SegmentPlan, gather_segments
 
 
 @dataclass
@@ -41,63 +41,88 @@ class RMTOutput(ModelOutput):
     memory: torch.Tensor | None = None
 
 
-def shifted_targets(labels: torch.Tensor, plan: SegmentPlan) -> list[torch.Tensor]:
-    """Each sample's labels, unpadded and shifted by one (HF convention) over the whole sample, so a
-    segment's last token predicts the first token of the next segment."""
+def shifted_targets(labels: torch.Tensor, plan: SegmentPlan) -> torch.Tensor:
+    """[B, Lmax] target of each sample's t-th real token: the label of its next real token
+    (HF's shift, done per sample after unpadding, so it also crosses segment boundaries); -100
+    for its last token. A segment's last token predicts the first token of the next segment."""
     if labels.dim() == 1:
         labels = labels.unsqueeze(0)
-    targets = []
-    for b, pos in enumerate(plan.columns):
-        lab = labels[b, pos]
-        targets.append(torch.cat([lab[1:], lab.new_full((1,), -100)]))
-    return targets
+    packed = plan.pack(labels, -100)  # padding is -100, so a sample's last token gets no target
+    shifted = torch.cat([packed[:, 1:], packed.new_full((packed.shape[0], 1), -100)], dim=1)
+    return shifted
 
 
 class _LossAndLogits:
-    """Collects, step by step, the LM head's logits and the per-sample cross-entropy."""
+    """Collects, step by step, the LM head's logits and the per-sample cross-entropy.
 
-    def __init__(self, head, targets, shape: tuple[int, int], want_logits: bool, device) -> None:
+    Which hidden states a step wants is decided on the host from a copy of the label mask taken
+    once per forward, so the segment loop never waits for the device; every step's bookkeeping
+    is a few vectorised ops whatever the batch size (no per-sample slices or copies).
+    """
+
+    def __init__(self, head, targets, plan: SegmentPlan, want_logits: bool) -> None:
         self.head, self.targets, self.want_logits = head, targets, want_logits
-        bsz = shape[0]
+        bsz, device = len(plan.lengths), plan.input_ids.device
+        self.device = device
         self.loss_sum = torch.zeros(bsz, device=device, dtype=torch.float32)
         self.counts = torch.zeros(bsz, device=device, dtype=torch.long)
-        self.token_loss = torch.zeros(shape, device=device, dtype=torch.float32)
-        self.logit_parts: list[list[torch.Tensor]] = [[] for _ in range(bsz)]
-        self.tgt = None
+        self.token_loss = torch.zeros(
+            (bsz, plan.input_ids.shape[-1]), device=device, dtype=torch.float32
+        )
+        self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # owner, pos, logits
+        self.labelled = None if targets is None or want_logits else (targets != -100).cpu()
+        self.tgt = self.owner = self.pos = None
+        self.whole_steps = True  # every step read every sample at the same columns, all wanted
 
     def wanted(self, active, seg_mask):
         """Hidden states (and the LM head) only where needed: every token, or labelled ones only."""
         if self.targets is not None:
-            self.tgt = torch.full_like(seg_mask, -100)
-            for i, (b, s, e) in enumerate(active):
-                self.tgt[i, : e - s] = self.targets[b][s:e]
-        return (seg_mask if self.want_logits else self.tgt != -100).nonzero(as_tuple=True)
+            self.tgt, _ = gather_segments(self.targets, active, -100)
+        samples, starts, ends = (torch.tensor(v) for v in zip(*active, strict=True))
+        self.whole_steps &= bool(
+            len(active) == self.counts.shape[0] and (starts == starts[0]).all()
+            and (ends == ends[0]).all()
+        )  # fmt: skip
+        if self.want_logits:
+            want = torch.arange(seg_mask.shape[1])[None] < (ends - starts)[:, None]
+        elif self.labelled is not None:
+            want, _ = gather_segments(self.labelled, active, False)
+        else:
+            want = torch.zeros(seg_mask.shape, dtype=torch.bool)
+        rows, cols = want.nonzero(as_tuple=True)
+        index = torch.stack([rows, cols, samples[rows], starts[rows] + cols])
+        if self.device.type == "cuda":
+            index = index.pin_memory()
+        index = index.to(self.device, non_blocking=True)
+        self.owner, self.pos = index[2], index[3]
+        return index[0], index[1]
 
     def add(self, active, rows, cols, hidden):
         logits = self.head(hidden)
         if self.want_logits:
-            for i, (b, _, _) in enumerate(active):
-                self.logit_parts[b].append(logits[rows == i])
+            self.parts.append((self.owner, self.pos, logits))
         if self.tgt is None:
             return
         step_targets = self.tgt[rows, cols]
-        keep = step_targets != -100
-        if keep.any():
-            owner = torch.tensor([b for b, _, _ in active], device=logits.device)[rows[keep]]
-            ce = F.cross_entropy(logits[keep].float(), step_targets[keep], reduction="none")
-            self.loss_sum = self.loss_sum.index_add(0, owner, ce)
-            self.counts = self.counts.index_add(0, owner, torch.ones_like(owner))
-            starts = torch.tensor([s for _, s, _ in active], device=logits.device)[rows[keep]]
-            self.token_loss[owner, starts + cols[keep]] = ce.detach()
+        ce = F.cross_entropy(logits.float(), step_targets, reduction="none")  # 0 where -100
+        self.loss_sum = self.loss_sum.index_add(0, self.owner, ce)
+        self.counts = self.counts.index_add(0, self.owner, (step_targets != -100).long())
+        self.token_loss[self.owner, self.pos] = ce.detach()
 
     def full_logits(self, plan: SegmentPlan) -> torch.Tensor:
-        """[B, L, V] logits in the columns of `input_ids` (zeros at padding)."""
-        vocab = self.head.weight.shape[0]
-        ids = plan.input_ids
-        full = ids.new_zeros((len(plan.ids), ids.shape[1], vocab), dtype=self.head.weight.dtype)
-        full = full.float() if full.dtype == torch.float16 else full
-        for b, pos in enumerate(plan.columns):
-            full[b, pos] = torch.cat(self.logit_parts[b]).to(full.dtype)
+        """[B, L, V] logits in the columns of `input_ids` (zeros at padding): one concatenation
+        when every step read the whole batch without padding, else one scatter."""
+        vocab, bsz, width = self.head.weight.shape[0], len(plan.lengths), plan.input_ids.shape[1]
+        dtype = torch.float32 if self.head.weight.dtype == torch.float16 else self.head.weight.dtype
+        if self.parts and self.whole_steps and plan.columns is None:  # (sample, column) order
+            parts = [logits.view(bsz, -1, vocab) for _, _, logits in self.parts]
+            return torch.cat(parts, dim=1).to(dtype)
+        full = plan.input_ids.new_zeros((bsz, width, vocab), dtype=dtype)
+        if not self.parts:
+            return full
+        owner, pos, logits = (torch.cat(part) for part in zip(*self.parts, strict=True))
+        cols = pos if plan.columns is None else plan.columns[owner, pos]
+        full[owner, cols] = logits.to(dtype)
         return full
 
 
@@ -127,10 +152,7 @@ class RMTForCausalLM(RMTPreTrainedModel):
         plan = self.make_plan(input_ids, attention_mask)
         want_logits = (labels is None) if return_logits is None else return_logits
         targets = None if labels is None else shifted_targets(labels, plan)
-        shape = (len(plan.ids), plan.input_ids.shape[-1])
-        reader = _LossAndLogits(
-            self.get_output_embeddings(), targets, shape, want_logits, input_ids.device
-        )
+        reader = _LossAndLogits(self.get_output_embeddings(), targets, plan, want_logits)
         state = self._run(plan, reader)
         out = RMTOutput(memory=state if self.memory.enabled else None)
         if targets is not None:

@@ -14,6 +14,7 @@ what else is in its batch.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,14 +38,54 @@ LEGACY_KEY_MAPPING = {"^memory$": "memory.tokens"}
 class SegmentPlan:
     """How a batch is read: each sample's own tokens, where they sit, and the steps.
 
-    ids: each sample's tokens without padding; columns: where they sit in `input_ids` (a slice
-    when there is no padding); schedule: per step, `(sample, start, end)` of each active sample.
+    packed: [B, Lmax] each sample's tokens without padding, left-justified (`input_ids` itself
+    when there is no padding); lengths: tokens per sample; columns: [B, Lmax] column in
+    `input_ids` of each packed token, or None when there is no padding (the column is the index);
+    schedule: per step, `(sample, start, end)` of each active sample. Segments are gathered from
+    `packed` with one indexing op per step (`gather_segments`), never sample by sample.
     """
 
     input_ids: torch.Tensor
-    ids: list[torch.Tensor]
-    columns: list[torch.Tensor | slice]
+    packed: torch.Tensor
+    lengths: list[int]
+    columns: torch.Tensor | None
     schedule: list[list[tuple[int, int, int]]]
+
+    @property
+    def ids(self) -> list[torch.Tensor]:
+        """Each sample's tokens without padding (views of `packed`)."""
+        return [row[:n] for row, n in zip(self.packed, self.lengths, strict=True)]
+
+    def pack(self, values: torch.Tensor, pad) -> torch.Tensor:
+        """[B, L] values aligned with `input_ids` -> [B, Lmax] in each sample's unpadded order."""
+        if self.columns is None:
+            return values
+        return values.gather(1, self.columns).masked_fill(~self.valid(), pad)
+
+    def valid(self) -> torch.Tensor:
+        """[B, Lmax] True where `packed` holds a real token."""
+        width = self.packed.shape[1]
+        lengths = torch.tensor(self.lengths, device=self.packed.device)
+        return torch.arange(width, device=self.packed.device) < lengths[:, None]
+
+
+def gather_segments(packed: torch.Tensor, active, pad) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(values [A, W], mask [A, W])` of the active samples' segments `(sample, start, end)`,
+    right-padded with `pad`: a view when every sample of the batch reads the same columns (the
+    equal-length batches training uses), else one gather; no per-sample copies either way."""
+    samples, starts, ends = zip(*active, strict=True)
+    width = max(e - s for _, s, e in active)
+    if len(set(starts)) == 1 and len(set(ends)) == 1:
+        s, e = starts[0], ends[0]
+        whole = samples == tuple(range(packed.shape[0]))
+        values = packed[:, s:e] if whole else packed[list(samples), s:e]
+        return values, torch.ones(values.shape[:2], dtype=torch.long, device=packed.device)
+    dev = packed.device
+    rows = torch.tensor(samples, device=dev)[:, None]
+    offset = torch.arange(width, device=dev)[None]
+    mask = offset < torch.tensor([e - s for _, s, e in active], device=dev)[:, None]
+    cols = (torch.tensor(starts, device=dev)[:, None] + offset).clamp(max=packed.shape[1] - 1)
+    return packed[rows, cols].masked_fill(~mask, pad), mask.long()
 
 
 class StepReader(Protocol):
@@ -55,6 +96,31 @@ class StepReader(Protocol):
 
     def add(self, active, rows: torch.Tensor, cols: torch.Tensor, hidden: torch.Tensor) -> None:
         """Receives those hidden states [K, H] (called only when K > 0)."""
+
+
+class CompiledOrEager:
+    """`torch.compile(fn)`, falling back to `fn` itself (with one warning) when torch.compile is
+    missing or compiling fails, at wrap time or at the first calls (compilation is lazy)."""
+
+    def __init__(self, fn, options: dict) -> None:
+        self.eager, self.compiled = fn, None
+        try:
+            self.compiled = torch.compile(fn, **options)
+        except Exception as err:  # noqa: BLE001  (any failure means: run eagerly)
+            self._give_up(err)
+
+    def _give_up(self, err: Exception) -> None:
+        self.compiled = None
+        warnings.warn(f"torch.compile of the segment step failed, running eagerly: "
+                      f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", stacklevel=3)  # fmt: skip
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as err:  # noqa: BLE001
+                self._give_up(err)
+        return self.eager(*args)
 
 
 def _is_legacy_checkpoint(path) -> bool:
@@ -75,6 +141,7 @@ class RMTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     backbone_auto_class = AutoModelForCausalLM  # builds the backbone from `config.backbone_config`
+    _segment_step = None  # `compile_segments` sets a compiled `_run_segment` (with eager fallback)
 
     def __init__(self, config: RMTConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
@@ -136,6 +203,13 @@ class RMTPreTrainedModel(PreTrainedModel):
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
 
+    def compile_segments(self, **options) -> None:
+        """Run each segment's backbone call through `torch.compile` (`dynamic=False` unless
+        `options` say otherwise: training's equal-length segments replay one compiled graph).
+        Where compiling is unavailable or fails, one warning and the eager path, so a run never
+        depends on it. Not saved with the model: a runtime choice (`trainer.compile`)."""
+        self._segment_step = CompiledOrEager(self._run_segment, {"dynamic": False, **options})
+
     def _use_checkpointing(self, plan: SegmentPlan) -> bool:
         """Recompute segments in backward? `auto`: only when the activations of the whole chain
         would not fit `checkpointing_budget` of the free memory (`rmt.modeling.checkpointing`)."""
@@ -151,7 +225,7 @@ class RMTPreTrainedModel(PreTrainedModel):
     def _activation_estimate(self, plan: SegmentPlan) -> int:
         """Bytes of activations a forward over `plan` keeps for backward without checkpointing."""
         extra = self.memory.extra_positions(self.config)
-        tokens = sum(t.numel() for t in plan.ids) + extra * sum(len(a) for a in plan.schedule)
+        tokens = sum(plan.lengths) + extra * sum(len(a) for a in plan.schedule)
         dtype = activation_dtype(plan.input_ids.device, self.get_input_embeddings().weight.dtype)
         return tokens * bytes_per_token(self.config.backbone_config, dtype.itemsize)
 
@@ -161,33 +235,28 @@ class RMTPreTrainedModel(PreTrainedModel):
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
             attention_mask = None if attention_mask is None else attention_mask.unsqueeze(0)
+        bsz, width = input_ids.shape
         if attention_mask is None:
             # No padding: views and slices instead of a mask, index lists and gathered copies, which
             # cost ~24 bytes per input token (24 MB of peak memory for a 1M-token prompt).
-            full = slice(0, input_ids.shape[1])
-            positions = [full] * input_ids.shape[0]
-            ids = list(input_ids.unbind(0))
+            lengths, packed, columns = [width] * bsz, input_ids, None
         else:
             valid = attention_mask.bool()
-            positions = [row.nonzero().squeeze(1) for row in valid]
-            ids = [input_ids[b, p] for b, p in enumerate(positions)]
-        empty = [b for b, t in enumerate(ids) if t.numel() == 0]
-        if empty:
-            raise ValueError(f"samples {empty} have no tokens (attention_mask is all zeros)")
-        lengths = [t.numel() for t in ids]
+            lengths = valid.sum(1).tolist()  # the one host sync of a forward: the schedule needs it
+            empty = [b for b, n in enumerate(lengths) if n == 0]
+            if empty:
+                raise ValueError(f"samples {empty} have no tokens (attention_mask is all zeros)")
+            if min(lengths) == width:  # a mask with no padding (training batches): as above
+                packed, columns = input_ids, None
+            else:  # stable sort puts each row's real columns first, in order: one op, no loop
+                order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
+                columns = order[:, : max(lengths)]
+                packed = input_ids.gather(1, columns)
         schedule = batch_schedule(lengths, self.config.segment_size, self.config.segment_alignment)
-        return SegmentPlan(input_ids, ids, positions, schedule)
-
-    @staticmethod
-    def _pad_segments(ids, active, pad_id):
-        segs = [ids[b][s:e] for b, s, e in active]
-        width = max(s.numel() for s in segs)
-        seg_ids = segs[0].new_full((len(segs), width), pad_id)
-        seg_mask = segs[0].new_zeros((len(segs), width))
-        for i, s in enumerate(segs):
-            seg_ids[i, : s.numel()] = s
-            seg_mask[i, : s.numel()] = 1
-        return seg_ids, seg_mask
+        plan = SegmentPlan(input_ids, packed, lengths, columns, schedule)
+        if columns is not None:
+            plan.packed = packed.masked_fill(~plan.valid(), 0)
+        return plan
 
     # ------------------------------------------------------------------ the recurrence
     def _run_segment(
@@ -216,12 +285,12 @@ class RMTPreTrainedModel(PreTrainedModel):
         The BPTT cut and checkpointing count steps in the whole schedule, so stopping early (for
         generation) changes nothing before the stop.
         """
-        n_steps, bsz = len(plan.schedule), len(plan.ids)
+        n_steps, bsz = len(plan.schedule), len(plan.lengths)
         depth = self.config.bptt_depth
         use_ckpt = self._use_checkpointing(plan)
         state = self.memory.init_state(bsz)
         for step, active in enumerate(plan.schedule[:stop]):
-            seg_ids, seg_mask = self._pad_segments(plan.ids, active, 0)
+            seg_ids, seg_mask = gather_segments(plan.packed, active, 0)
             # Steps with every sample (all steps of an unpadded batch) need no select/merge.
             rows = None if len(active) == bsz else seg_ids.new_tensor([b for b, _, _ in active])
             state_in = state if rows is None else self.memory.select(state, rows)
@@ -231,13 +300,13 @@ class RMTPreTrainedModel(PreTrainedModel):
             h_rows, h_cols = (empty, empty) if reader is None else reader.wanted(active, seg_mask)
             # The last segment is never checkpointed: its backward runs right after its forward, so
             # keeping its activations costs no more peak memory than recomputing them would.
+            run_segment = self._segment_step or self._run_segment
             if use_ckpt and step < n_steps - 1:
                 new_state, hidden = checkpoint(
-                    self._run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols,
-                    use_reentrant=False,
-                )  # fmt: skip
+                    run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols, use_reentrant=False
+                )
             else:
-                new_state, hidden = self._run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)
+                new_state, hidden = run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)
             state = new_state if rows is None else self.memory.merge(state, rows, new_state)
             if reader is not None and hidden.shape[0]:
                 reader.add(active, h_rows, h_cols, hidden)
@@ -256,6 +325,6 @@ class RMTPreTrainedModel(PreTrainedModel):
         ready for the backbone's `generate` (run inside `self.memory.reading(state)`), and `state`."""
         plan = self.make_plan(input_ids, attention_mask)
         state = self._read_memory(plan)
-        seg_ids, seg_mask = self._pad_segments(plan.ids, plan.schedule[-1], 0)
+        seg_ids, seg_mask = gather_segments(plan.packed, plan.schedule[-1], 0)
         embeds = self.get_input_embeddings()(seg_ids)
         return (*self.memory.prepare_generation(state, embeds, seg_mask), state)

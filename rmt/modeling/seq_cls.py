@@ -123,7 +123,7 @@ class RMTForSequenceClassification(RMTPreTrainedModel):
         plan = self.make_plan(input_ids, attention_mask)
         reader = None
         if self.config.classifier_input == "first_token":
-            lengths = [t.numel() for t in plan.ids]
+            lengths = plan.lengths
             reader = _FirstTokens(lengths, self.classifier.in_features, self.classifier.weight)
         state = self._run(plan, reader)
         logits = self.classifier(self.dropout(self._features(state, reader)))

@@ -38,14 +38,15 @@ def compute_loss(model, batch: dict, aux_weight: float) -> tuple[torch.Tensor, d
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_logits=True
     )
-    logits = out.logits[:, :-1].float()
-    answer = batch["labels"][:, 1:]
-    text = batch["input_ids"][:, 1:].masked_fill(
-        (batch["attention_mask"][:, 1:] == 0) | (answer != -100), -100
+    # One log-softmax over all positions serves both losses; targets are shifted (position t
+    # predicts t + 1) and padded with -100 at the end instead of copying logits[:, :-1].
+    logp = F.log_softmax(out.logits.float().flatten(0, 1), dim=-1)
+    answer = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+    text = F.pad(batch["input_ids"][:, 1:], (0, 1), value=-100).masked_fill(
+        (F.pad(batch["attention_mask"][:, 1:], (0, 1)) == 0) | (answer != -100), -100
     )
-    flat = logits.reshape(-1, logits.shape[-1])
-    answer_loss = F.cross_entropy(flat, answer.reshape(-1), ignore_index=-100)
-    lm_loss = F.cross_entropy(flat, text.reshape(-1), ignore_index=-100)
+    answer_loss = F.nll_loss(logp, answer.flatten(), ignore_index=-100)
+    lm_loss = F.nll_loss(logp, text.flatten(), ignore_index=-100)
     return answer_loss + aux_weight * lm_loss, {
         "loss": answer_loss.detach(),
         "lm_loss": lm_loss.detach(),

@@ -10,6 +10,7 @@ they never draw from the global RNG, which is what makes resume exact.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Iterator, Sequence
 
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from rmt.tasks.base import Task, stable_int
 
 FRESH_CHUNK_BATCHES = 1000  # endless tasks: batches per "epoch" of newly made samples
+MAX_AUTO_WORKERS = 4  # trainer.num_workers=null uses at most this many batch-building processes
 
 
 def lr_factor(step: int, *, stage_start: int, stage_steps: int, warmup: int, name: str,
@@ -91,13 +93,28 @@ def valid_loader(task: Task, cfg: DictConfig, stage: int, *, batch_size: int) ->
 
 
 def _loader(task: Task, cfg: DictConfig, dataset: Dataset, batch_sampler) -> DataLoader:
+    """Batches built in ``trainer.num_workers`` processes (prefetched, pinned for a GPU) while
+    the device trains. Samples are pure functions of their index, so the workers change when a
+    batch is built, never what it holds (resume stays exact)."""
+    workers = num_workers(cfg.trainer.num_workers)
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         collate_fn=task.collate,
-        num_workers=cfg.trainer.num_workers,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(cfg.trainer.seed),
     )
+
+
+def num_workers(setting: int | None) -> int:
+    """``trainer.num_workers``, with None (auto) = one worker per core beyond the first (the
+    training process keeps one), at most 4: what the small default recipe can use."""
+    if setting is not None:
+        return setting
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(MAX_AUTO_WORKERS, (cores or 1) - 1))
 
 
 class FixedLengthBatches:

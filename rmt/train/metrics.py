@@ -68,29 +68,36 @@ class MetricsLog:
 
 
 class Window:
-    """Loss parts, gradient norms and tokens of the micro-batches since the last log line."""
+    """Loss parts, gradient norms, tokens and data waits of the micro-batches since the last log
+    line. Values stay tensors until :meth:`reduce`: no host sync per step (a GPU keeps queueing)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {}
-        self.tokens = 0
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self.tokens: list[torch.Tensor] = []
+        self.data_wait = 0.0  # seconds the loop waited for the next batch
         self.start = time.perf_counter()
 
-    def add(self, parts: dict[str, torch.Tensor], grad_norm, n_tokens: int) -> None:
-        self.tokens += n_tokens
+    def add(self, parts: dict[str, torch.Tensor], grad_norm, n_tokens) -> None:
+        self.tokens.append(torch.as_tensor(n_tokens))
         for key, value in parts.items():
-            self.values.setdefault(key, []).append(value.item())
+            self.values.setdefault(key, []).append(value.detach().float().reshape(()))
         if grad_norm is not None:
-            self.values.setdefault("grad_norm", []).append(float(grad_norm))
+            grad = torch.as_tensor(grad_norm, dtype=torch.float32)
+            self.values.setdefault("grad_norm", []).append(grad.detach().reshape(()))
 
     def reduce(self, accelerator) -> tuple[dict[str, float], int, float]:
-        """Means over the window and the processes, tokens of all processes, and tokens/s."""
+        """Means over the window and the processes (plus ``data_wait_share``: the fraction of
+        the window's wall time spent waiting for batches), tokens of all processes, tokens/s."""
         device = accelerator.device
-        tokens = int(accelerator.reduce(torch.tensor(self.tokens, device=device), "sum").item())
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        local = sum(int(t) for t in self.tokens)
+        tokens = int(accelerator.reduce(torch.tensor(local, device=device), "sum").item())
         means = {
-            key: accelerator.reduce(torch.tensor(sum(v) / len(v), device=device), "mean").item()
+            key: accelerator.reduce(torch.stack(v).to(device).mean(), "mean").item()
             for key, v in sorted(self.values.items())
         }
-        return means, tokens, tokens / max(time.perf_counter() - self.start, 1e-9)
+        means["data_wait_share"] = self.data_wait / elapsed
+        return means, tokens, tokens / elapsed
 
 
 def summary_table(summary: dict[str, Any]) -> str:

@@ -119,7 +119,10 @@ class Trainer:
 
         set_seed(cfg.trainer.seed)
         self.tokenizer = build.build_tokenizer(cfg)
-        model = distributed.shard(self.accelerator, build.build_model(cfg, self.tokenizer))
+        model = build.build_model(cfg, self.tokenizer)
+        if cfg.trainer.compile:
+            model.compile_segments()
+        model = distributed.shard(self.accelerator, model)
         optimizer = build.make_optimizer(cfg, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.task = build.task_for(cfg, self.tokenizer)
@@ -191,7 +194,13 @@ class Trainer:
             curriculum.train_loader(self.task, self.cfg, p.stage, epoch=p.epoch,
                                     batch_size=self.cfg.trainer.batch_size)
         )  # fmt: skip
-        for batch in acc.skip_first_batches(loader, p.stage_batches):
+        batches = iter(acc.skip_first_batches(loader, p.stage_batches))
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            self.window.data_wait += time.perf_counter() - waited
             self.train_step(batch)
             if not acc.sync_gradients:
                 continue
@@ -222,7 +231,7 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.progress.stage_batches += 1
-        self.window.add(parts, grad_norm, int(batch["attention_mask"].sum()))
+        self.window.add(parts, grad_norm, batch["attention_mask"].sum())
 
     def _after_step(self, batch: dict) -> None:
         """Log every ``log_every`` steps; validate every ``eval_every`` and at a stage's end."""
@@ -264,11 +273,15 @@ class Trainer:
         ``max_steps``."""
         acc, p, tr = self.accelerator, self.progress, self.cfg.trainer
         over_time = tr.max_minutes is not None and self.elapsed() >= tr.max_minutes * 60
-        if self.guard.triggered or (self.stop_at_step is not None and p.step >= self.stop_at_step):
-            acc.set_trigger()
-        if over_time:
-            acc.set_trigger()
-        if acc.check_trigger():
+        stop = self.guard.triggered or (
+            self.stop_at_step is not None and p.step >= self.stop_at_step
+        )
+        triggered = stop or over_time  # one process needs no device round trip per step
+        if acc.num_processes > 1:  # several agree through a collective: all stop together
+            if triggered:
+                acc.set_trigger()
+            triggered = acc.check_trigger()
+        if triggered:
             over_time = tr.max_minutes is not None and self.elapsed() >= tr.max_minutes * 60
             return "max_minutes" if over_time else "preempted"
         if p.step >= tr.max_steps:
