@@ -39,9 +39,9 @@ class BabilongClsTaskConfig(BabilongTaskConfig):
 
     type: str = "babilong_cls"
     name: str = "babilong_cls"
-    # first_token: the last segment's first token (works with memory.num_tokens=0, so runs with
-    # and without memory share one head); memory: the mean of the memory after the last segment
-    classifier_input: str = "first_token"
+    # memory: the mean of the memory after the last segment; first_token: the last segment's
+    # first token (the one choice with memory.num_tokens=0)
+    classifier_input: str = "memory"
 
 
 def labels_of(task_cfg: DictConfig) -> list[str]:
