@@ -49,7 +49,9 @@ def test_composes_validates_and_passes_preflight_with_each_encoder(backbone):
 
 
 def test_a_decoder_backbone_gets_the_fix_before_compute():
-    with pytest.raises(ConfigError, match="is a decoder; task.type=babilong_cls .*backbone=tiny_encoder"):
+    with pytest.raises(
+        ConfigError, match="is a decoder; task.type=babilong_cls .*backbone=tiny_encoder"
+    ):
         validate(compose_config(["task=babilong_cls", "backbone=tiny"]))
     with pytest.raises(ConfigError, match="task.classifier_input=first_token"):
         validate(compose_config([*CLS, "memory.num_tokens=0", "task.classifier_input=memory"]))
@@ -89,7 +91,9 @@ def test_eval_reproduces_the_validation_of_a_classifier_run(trained_run: Path, t
     validation = [json.loads(line) for line in lines]
     assert len(validation) == 8
     rows = run_eval_inprocess([f"checkpoint={trained_run}", "progress_bar=false"], tmp_path / "ev")
-    predictions = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()
+    ]
     x1 = [p for p in predictions if p["length"] == "x1"]
     assert sorted(tuple(r[k] for k in fields) for r in x1) == sorted(
         tuple(r[k] for k in fields) for r in validation

@@ -134,8 +134,12 @@ class BabilongClsTask(BabilongTask):
             )
         device = next(model.parameters()).device
         # right-padded as validation batches are (the model reads any padding alike)
-        ids = pad_sequence(list(prompts), batch_first=True, padding_value=self.tokenizer.pad_token_id)
-        mask = (torch.arange(ids.shape[1]) < torch.tensor([len(p) for p in prompts])[:, None]).long()
+        ids = pad_sequence(
+            list(prompts), batch_first=True, padding_value=self.tokenizer.pad_token_id
+        )
+        mask = (
+            torch.arange(ids.shape[1]) < torch.tensor([len(p) for p in prompts])[:, None]
+        ).long()
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         return self._verdicts(model, logits, targets=targets, questions=questions,
                               subtasks=subtasks)  # fmt: skip
