@@ -51,10 +51,10 @@ def batch_size_for(length_tokens: int, batch_size: int, max_batch_tokens: int) -
 
 @dataclass
 class Grid:
-    """How to score: the task (scoring rule), generation budget, batching and output."""
+    """How to score: the task (its ``predict`` answers and judges), generation budget, batching
+    and output."""
 
     task: Task
-    tokenizer: object
     name: str
     checkpoint: str
     modes: Sequence[str] = ("rmt",)
