@@ -128,8 +128,8 @@ def babilong(tokenizer, *, seed: int = 0):
     return task, lambda cell: task.eval_items(cell, samples=1, seed=seed)
 
 
-def _grid(task, tokenizer) -> Grid:
-    return Grid(task, tokenizer, "longrun", "", batch_size=1, max_new_tokens=4)
+def _grid(task) -> Grid:
+    return Grid(task, "longrun", "", batch_size=1, max_new_tokens=4)
 
 
 def measure(
@@ -149,7 +149,7 @@ def measure(
     if not control:
 
         def run() -> dict:
-            rows = evaluate_model(model, _grid(babilong_task, tokenizer), [cell], items,
+            rows = evaluate_model(model, _grid(babilong_task), [cell], items,
                                   progress=False)  # fmt: skip
             return {"accuracy": rows[0].accuracy, "n": rows[0].n}
     else:
@@ -166,7 +166,7 @@ def measure(
         info = run()
         seconds = time.perf_counter() - t0
     if phases and not control:
-        info.update(_phases(model, _grid(babilong_task, tokenizer), cell, items))
+        info.update(_phases(model, _grid(babilong_task), cell, items))
     return {
         "mode": "full_logits_control" if control else "rmt_eval",
         "length": length,

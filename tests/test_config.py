@@ -21,8 +21,9 @@ CONTEXT = {
 }
 
 
-# encoder backbones: they compose, but rmt-train's generative tasks refuse them (test below)
-ENCODERS = {("backbone", "tiny_encoder"), ("backbone", "minilm")}
+# encoder backbones and the encoder task: they compose, but a generative task refuses an encoder
+# and babilong_cls a decoder (tests below and tests/test_babilong_cls.py)
+ENCODERS = {("backbone", "tiny_encoder"), ("backbone", "minilm"), ("task", "babilong_cls")}
 
 
 def _options(group: str) -> list[str]:

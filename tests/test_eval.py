@@ -263,7 +263,7 @@ def _ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:
 
 def test_background_override(run_dir: Path, tmp_path: Path, monkeypatch):
     """background.kind/path replace the run's background; the stories stay the same."""
-    from rmt.eval import grid
+    from rmt.tasks import generative
     from rmt.tasks.babilong.tokenizer import build_tokenizer
 
     words = "the a ship sea wind calm grey stone road long old city river bright night".split()
@@ -273,13 +273,13 @@ def test_background_override(run_dir: Path, tmp_path: Path, monkeypatch):
     )
     (tmp_path / "bg.txt").write_text(text)
     prompts: list[list[int]] = []  # every prompt the model reads, as token ids
-    generate = grid.generate_answers
+    generate = generative.generate_answers
 
     def spy(model, batch, **kwargs):
         prompts.extend(p.tolist() for p in batch)
         return generate(model, batch, **kwargs)
 
-    monkeypatch.setattr(grid, "generate_answers", spy)
+    monkeypatch.setattr(generative, "generate_answers", spy)
     common = [f"checkpoint={run_dir}", "tasks=[qa1]", "lengths=[128]", "samples=2",
               "progress_bar=false"]  # fmt: skip
     run_eval_inprocess(common, tmp_path / "builtin")

@@ -33,8 +33,8 @@ def babilong(tokenizer):
                       segment_size=32, seed=0)  # fmt: skip
 
 
-def _grid(task, tokenizer, **kwargs) -> Grid:
-    return Grid(task, tokenizer, kwargs.pop("name", "stub"), "x", **kwargs)
+def _grid(task, **kwargs) -> Grid:
+    return Grid(task, kwargs.pop("name", "stub"), "x", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_counts_and_one_batch_at_a_time(tokenizer, babilong, tmp_path: Path):
 
     model = AnswerStub(tokenizer, "kitchen", log)
     with open(tmp_path / "p.jsonl", "a") as predictions:
-        grid = _grid(babilong, tokenizer, batch_size=2, max_new_tokens=5, predictions=predictions)
+        grid = _grid(babilong, batch_size=2, max_new_tokens=5, predictions=predictions)
         rows = evaluate_model(model, grid, [EvalCell("qa1", "0k", 0)], make_items, progress=False)
     (row,) = rows
     assert (row.correct, row.n, row.accuracy) == (3, 5, 60.0)
@@ -101,7 +101,7 @@ def test_scoring_uses_babilong_rule_not_string_equality(tokenizer, babilong):
     items = [EvalItem("qa2", 0, [5, 6, 7], "kitchen", "Where is the milk?")]
     model = AnswerStub(tokenizer, "the milk is in the kitchen", [])
     (row,) = evaluate_model(
-        model, _grid(babilong, tokenizer, max_new_tokens=10), [EvalCell("qa2", "0k", 0)],
+        model, _grid(babilong, max_new_tokens=10), [EvalCell("qa2", "0k", 0)],
         lambda cell: items, progress=False,
     )  # fmt: skip
     assert row.accuracy == 100.0 and row.exact_match == 0.0

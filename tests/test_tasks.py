@@ -39,7 +39,8 @@ def test_registry_picks_the_task_by_name():
     assert TASKS["babilong"] is BabilongTask and task_class("babilong") is BabilongTask
     assert compose_config().task.type == "babilong"
     with pytest.raises(
-        ConfigError, match=r"task.type='qa' is not a registered task; use one of babilong, lm"
+        ConfigError,
+        match=r"task.type='qa' is not a registered task; use one of babilong, babilong_cls, lm",
     ):
         task_class("qa")
     with pytest.raises(ConfigError, match="not a registered task"):

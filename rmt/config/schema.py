@@ -317,22 +317,28 @@ def _positions_limit(cfg: DictConfig) -> int | None:
 
 
 def _check_encoder(cfg: DictConfig, check_pretrained: bool) -> None:
-    """An encoder backbone only fits a task whose head is not the causal LM.
+    """An encoder backbone fits a classification task, a decoder a generative one.
 
-    ``check_pretrained=False`` skips the lookup of a pretrained backbone's config.
+    ``check_pretrained=False`` skips the lookup of a pretrained backbone's config (no check).
     """
     bb = cfg.backbone
     head = task_class(cfg.task.type).head
     encoder, key = bb.family in ENCODER_FAMILIES, f"backbone.family={bb.family}"
     if bb.pretrained is not None:
-        encoder, key = False, f"backbone.pretrained={bb.pretrained}"
-        if check_pretrained:
-            encoder = not is_causal(_pretrained_config(bb))
+        if not check_pretrained:
+            return
+        encoder, key = not is_causal(_pretrained_config(bb)), f"backbone.pretrained={bb.pretrained}"
     if encoder and head == "causal_lm":
         raise ConfigError(
             f"{key} is an encoder; task.type={cfg.task.type} generates its answers with a causal "
-            "LM. Pick a decoder backbone (e.g. backbone=tiny), or use the encoder from Python with "
-            "rmt.RMTForSequenceClassification (rmt-train has no classification task yet)."
+            "LM. Pick a decoder backbone (e.g. backbone=tiny), or task=babilong_cls to classify "
+            "the answer with the encoder."
+        )
+    if not encoder and head == "seq_cls":
+        raise ConfigError(
+            f"{key} is a decoder; task.type={cfg.task.type} trains an encoder classifier. Pick "
+            "backbone=tiny_encoder or backbone=minilm, or a generative task such as "
+            "task=babilong_qa1 for the decoder."
         )
 
 

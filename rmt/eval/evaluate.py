@@ -195,7 +195,7 @@ def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | No
     modes = ("rmt", "baseline") if cfg.baseline else ("rmt",)
     with open(predictions, "a") if predictions else contextlib.nullcontext() as pred_file:
         grid = Grid(
-            task, tokenizer, name, str(ck.best_dir), modes=modes, batch_size=setting.batch_size,
+            task, name, str(ck.best_dir), modes=modes, batch_size=setting.batch_size,
             max_batch_tokens=cfg.max_batch_tokens, max_new_tokens=setting.max_new_tokens,
             predictions=pred_file,
         )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Scoring is by generation, as in BABILong: the prompt is read segment by segment through memory,
 the model generates a short answer greedily, and the task judges the decoded text
-(:mod:`rmt.tasks.generative`, the same code the trainer validates with).
+(:mod:`rmt.tasks.generative`); a classification task answers with its predicted class instead.
+Either way the task's ``predict`` answers and judges, the same code the trainer validates with.
 
 Memory stays flat in the input length because nothing here holds more than one batch of
 prompts: samples are built lazily, a batch at a time, and long lengths get smaller batches
@@ -30,13 +31,7 @@ from tqdm.auto import tqdm
 
 from rmt.eval.results import EvalResult
 from rmt.tasks.base import EvalCell, EvalItem, Task
-from rmt.tasks.generative import (
-    MODES,
-    generate_answers,
-    judge_answers,
-    prompt_digest,
-    special_ids,
-)
+from rmt.tasks.generative import MODES, prompt_digest
 
 
 @dataclass
@@ -56,10 +51,10 @@ def batch_size_for(length_tokens: int, batch_size: int, max_batch_tokens: int) -
 
 @dataclass
 class Grid:
-    """How to score: the task (scoring rule), generation budget, batching and output."""
+    """How to score: the task (its ``predict`` answers and judges), generation budget, batching
+    and output."""
 
     task: Task
-    tokenizer: object
     name: str
     checkpoint: str
     modes: Sequence[str] = ("rmt",)
@@ -123,14 +118,11 @@ def _score_cell(model, grid: Grid, cell: EvalCell, items, bar) -> dict[str, Cell
 
 def _score_batch(model, grid: Grid, cell: EvalCell, mode: str, batch: list[EvalItem],
                  score: CellScore) -> None:  # fmt: skip
-    pad_id, eos_id = special_ids(grid.tokenizer)
     prompts = [torch.as_tensor(it.prompt_ids, dtype=torch.long) for it in batch]
-    answers = generate_answers(
-        model, prompts, mode=mode, max_new_tokens=grid.max_new_tokens, pad_id=pad_id, eos_id=eos_id
-    )
-    verdicts = judge_answers(
-        grid.task, grid.tokenizer, answers, targets=[it.target for it in batch],
+    verdicts = grid.task.predict(
+        model, prompts, targets=[it.target for it in batch], mode=mode,
         questions=[it.question for it in batch], subtasks=[it.task for it in batch],
+        max_new_tokens=grid.max_new_tokens,
     )  # fmt: skip
     for item, verdict in zip(batch, verdicts, strict=True):
         score.correct += int(verdict.correct)

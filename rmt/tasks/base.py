@@ -153,6 +153,12 @@ class Task(ABC):
         the data the ``task`` config ``cfg`` reads."""
 
     @classmethod
+    def model_kwargs(cls, cfg: DictConfig) -> dict:
+        """``RMTConfig`` fields the task's head needs (``cfg`` is the whole run config), e.g. a
+        classifier's labels; the default head needs none."""
+        return {}
+
+    @classmethod
     def eval_config(cls, task_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
         """The run's task config with ``rmt-eval``'s data keys applied (default: unchanged)."""
         return task_cfg

@@ -1,9 +1,10 @@
 """Generative tasks: the answer loss, and greedy answers judged by the task.
 
 One path for both consumers: the trainer's validation and ``rmt-eval``'s grid both call
-:func:`generate_answers` (prompt read segment by segment through memory, answer generated
-greedily, cut at eos) and :func:`judge_answers` (decode, then the task's scoring rule), so a
-validation accuracy and an evaluation accuracy of the same model on the same prompts agree.
+:meth:`AnswerTask.predict`, which is :func:`generate_answers` (prompt read segment by segment
+through memory, answer generated greedily, cut at eos) and :func:`judge_answers` (decode, then
+the task's scoring rule), so a validation accuracy and an evaluation accuracy of the same model
+on the same prompts agree. A task that answers otherwise (a classifier) overrides ``predict``.
 """
 
 from __future__ import annotations
@@ -58,14 +59,11 @@ def answer_rows(task: Task, model, batch: dict, *, max_new_tokens: int
     """Validation of a generative task: each sample's answer loss and whether its answer,
     generated through memory and judged by the task, is correct (tensors), and its
     ``records`` (the predictions file of the validation)."""
-    pad_id, eos_id = special_ids(task.tokenizer)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 labels=batch["labels"])  # fmt: skip
     prompts = batch_prompts(batch)
-    answers = generate_answers(model, prompts, max_new_tokens=max_new_tokens,
-                               pad_id=pad_id, eos_id=eos_id)  # fmt: skip
-    verdicts = judge_answers(task, task.tokenizer, answers, targets=batch["target"],
-                             questions=batch["question"], subtasks=batch["task"])  # fmt: skip
+    verdicts = task.predict(model, prompts, targets=batch["target"], questions=batch["question"],
+                            subtasks=batch["task"], max_new_tokens=max_new_tokens)  # fmt: skip
     correct = torch.tensor([v.correct for v in verdicts], dtype=torch.float32)
     return {"correct": correct.to(out.sample_loss.device), "loss": out.sample_loss.float(),
             "records": answer_records(batch, prompts, verdicts)}  # fmt: skip
@@ -208,3 +206,14 @@ class AnswerTask(Task):
 
     def validation_metrics(self, rows: dict[str, torch.Tensor]) -> dict[str, float]:
         return answer_metrics(rows)
+
+    def predict(self, model, prompts: Sequence[torch.Tensor], *, targets: Sequence[str],
+                questions: Sequence[str], subtasks: Sequence[str], max_new_tokens: int,
+                mode: str = "rmt") -> list[Verdict]:  # fmt: skip
+        """The model's answers to ``prompts``, judged: what validation and rmt-eval both score
+        (``mode``: see :func:`generate_answers`)."""
+        pad_id, eos_id = special_ids(self.tokenizer)
+        answers = generate_answers(model, prompts, mode=mode, max_new_tokens=max_new_tokens,
+                                   pad_id=pad_id, eos_id=eos_id)  # fmt: skip
+        return judge_answers(self, self.tokenizer, answers, targets=targets, questions=questions,
+                             subtasks=subtasks)  # fmt: skip

@@ -50,11 +50,13 @@ def rmt_kwargs(cfg: DictConfig) -> dict:
 def build_model(cfg: DictConfig, tokenizer, *, head: str | None = None, **head_kwargs):
     """A tiny random backbone (``backbone.pretrained=null``) or a pretrained one, wrapped in RMT.
 
-    ``head`` is a name in ``rmt.modeling.factory.HEADS`` (default: the one the task trains;
-    "seq_cls" for an encoder classifier, with e.g. ``num_labels=``); ``head_kwargs`` are further
-    ``RMTConfig`` fields.
+    ``head`` is a name in ``rmt.modeling.factory.HEADS`` (default: the one the task trains, with
+    the fields the task's ``model_kwargs`` gives, e.g. a classifier's labels); ``head_kwargs``
+    are further ``RMTConfig`` fields.
     """
-    head = head or task_class(cfg.task.type).head
+    if head is None:
+        head = task_class(cfg.task.type).head
+        head_kwargs = {**task_class(cfg.task.type).model_kwargs(cfg), **head_kwargs}
     bb = cfg.backbone
     kwargs = {**rmt_kwargs(cfg), **head_kwargs}
     if bb.pretrained is None:

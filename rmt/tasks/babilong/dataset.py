@@ -50,6 +50,8 @@ class BabilongDataset(Dataset):
         min_facts, max_facts: bounds on story size for generated samples (curriculum).
         samples: fixed ``BabiSample`` list to use instead of the generator.
         aux_labels: extra training labels, see :func:`add_aux_labels` (never for validation).
+        with_answer: False ends a sample at the answer marker (classification reads the answer
+            as a class, not as tokens): ``total_length`` then counts the prompt alone.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class BabilongDataset(Dataset):
         max_facts: int | None = None,
         samples: Sequence[BabiSample] | None = None,
         aux_labels: Sequence[str] = (),
+        with_answer: bool = True,
     ):
         if isinstance(task_or_tasks, str):
             task_or_tasks = [task_or_tasks]
@@ -93,6 +96,7 @@ class BabilongDataset(Dataset):
         self.facts_end_from_end = facts_end_from_end
         self.min_facts, self.max_facts = min_facts, max_facts
         self.aux_labels = tuple(aux_labels)
+        self.with_answer = with_answer
 
     def __len__(self) -> int:
         return self.num_samples
@@ -122,9 +126,9 @@ class BabilongDataset(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         sample = self.sample(index)
-        tail = len(question_ids(self.tokenizer, sample.question)) + len(
-            answer_ids(self.tokenizer, sample.answer)
-        )
+        tail = len(question_ids(self.tokenizer, sample.question))
+        if self.with_answer:
+            tail += len(answer_ids(self.tokenizer, sample.answer))
         if total_length is not None:
             length = max(0, int(total_length) - tail)
         elif self.length is not None:
@@ -144,7 +148,8 @@ class BabilongDataset(Dataset):
             position=self.position,
             facts_end=facts_end,
         )
-        item = format_example(self.tokenizer, haystack.input_ids, sample.question, sample.answer)
+        item = format_example(self.tokenizer, haystack.input_ids, sample.question, sample.answer,
+                              with_answer=self.with_answer)  # fmt: skip
         if self.aux_labels:
             words = question_ids(self.tokenizer, sample.question, marker=False)
             add_aux_labels(
@@ -186,10 +191,11 @@ class BabilongTextDataset(Dataset):
     """Published BABILong rows (``input``, ``question``, ``target``) formatted like ours.
 
     The input text is tokenized once per row and cached, so repeated epochs and several
-    evaluation passes do not pay for it again.
+    evaluation passes do not pay for it again. ``with_answer=False``: prompts only (as
+    :class:`BabilongDataset`).
     """
 
-    def __init__(self, rows, tokenizer, task: str):
+    def __init__(self, rows, tokenizer, task: str, with_answer: bool = True):
         for column in ("input", "question", "target"):
             if column not in _columns(rows):
                 raise ValueError(
@@ -198,6 +204,7 @@ class BabilongTextDataset(Dataset):
         self.rows = rows
         self.tokenizer = tokenizer
         self.task = task
+        self.with_answer = with_answer
         self._ids: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -213,7 +220,8 @@ class BabilongTextDataset(Dataset):
                 dtype=np.int64,
             )
             self._ids[index] = ids
-        item = format_example(self.tokenizer, ids, row["question"], str(row["target"]))
+        item = format_example(self.tokenizer, ids, row["question"], str(row["target"]),
+                              with_answer=self.with_answer)  # fmt: skip
         item.update(task=self.task, question=row["question"], target=str(row["target"]))
         return item
 

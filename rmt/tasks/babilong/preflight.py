@@ -113,7 +113,7 @@ def _dataset(task, stage, name, *, num_samples: int, min_facts=None, max_facts=N
         name, split="validation", num_samples=num_samples, tokenizer=task.tokenizer,
         builder=task.builder, seed=task.seed, position=tuple(cfg.position),
         facts_end_from_end=task.facts_end(stage), min_facts=min_facts, max_facts=max_facts,
-        samples=samples,
+        samples=samples, with_answer=task.with_answer,
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -49,6 +50,7 @@ class BabilongTask(AnswerTask):
 
     config_class = BabilongTaskConfig
     default_lengths = ("x1", "x2", "x4", "x8", "x16")  # the run's validation length, 1x to 16x
+    with_answer: ClassVar[bool] = True  # samples end in the answer tokens (False: at the marker)
 
     def __init__(self, cfg: DictConfig, *, tokenizer, segment_size: int, seed: int) -> None:
         super().__init__(cfg, tokenizer=tokenizer, segment_size=segment_size, seed=seed)
@@ -127,6 +129,7 @@ class BabilongTask(AnswerTask):
             position=tuple(cfg.position), facts_end_from_end=self.facts_end(cfg.curriculum[stage]),
             min_facts=low, max_facts=high, samples=stories,
             aux_labels=list(cfg.aux_labels) if split == "train" else (),
+            with_answer=self.with_answer,
         )  # fmt: skip
 
     def facts_end(self, stage) -> int | None:
@@ -156,7 +159,8 @@ class BabilongTask(AnswerTask):
             rows = babilong_rows(cfg.path, length=cfg.babilong_length, task=name)
             n_valid = min(cfg.valid_samples, len(rows) // 2)
             keep = range(n_valid) if split == "validation" else range(n_valid, len(rows))
-            parts.append(BabilongTextDataset(rows.select(keep), self.tokenizer, name))
+            parts.append(BabilongTextDataset(rows.select(keep), self.tokenizer, name,
+                                             with_answer=self.with_answer))  # fmt: skip
         self._stories[split] = _IndexOnly(ConcatDataset(parts))
         return self._stories[split]
 
@@ -176,19 +180,28 @@ class BabilongTask(AnswerTask):
             for i, stage in enumerate(cfg.curriculum):
                 for dataset in rows.values():
                     preflight.check_rows(i, stage, dataset, self.segment_size)
-            answers = {"rows": {d[i]["target"] for d in rows.values() for i in range(len(d))}}
         elif cfg.source == "babi":
             stories = self.stories("train") + self.stories("validation")
             for i, stage in enumerate(cfg.curriculum):
                 for name in cfg.tasks:
                     preflight.check_stories(self, i, stage, name, stories)
-            answers = {t: {s.answer for s in stories if s.task == t} for t in cfg.tasks}
         else:
             for i, stage in enumerate(cfg.curriculum):
                 for name in cfg.tasks:
                     preflight.check_generated(self, i, stage, name)
-            answers = {t: set(TASK_LABELS[t]) for t in cfg.tasks}
-        preflight.check_answers(self.tokenizer, answers)
+        preflight.check_answers(self.tokenizer, self.answer_sets())
+
+    def answer_sets(self) -> dict[str, set[str]]:
+        """Every answer the run's training and validation data can hold, by sub-task (pre-built
+        rows: all under ``"rows"``)."""
+        cfg = self.cfg
+        if cfg.source == "babilong":
+            rows = [self._published(split) for split in ("train", "validation")]
+            return {"rows": {d[i]["target"] for d in rows for i in range(len(d))}}
+        if cfg.source == "babi":
+            stories = self.stories("train") + self.stories("validation")
+            return {t: {s.answer for s in stories if s.task == t} for t in cfg.tasks}
+        return {t: set(TASK_LABELS[t]) for t in cfg.tasks}
 
     # ------------------------------------------------------------------ scoring, evaluation
 
@@ -235,7 +248,8 @@ class BabilongTask(AnswerTask):
             rows = babilong_rows(self.cfg.path, length=cell.length, task=cell.task)
             count = min(samples, len(rows))  # fewer rows than asked: score them all, n says so
             rows = rows.select(range(count)) if hasattr(rows, "select") else rows[:count]
-            dataset: Dataset = BabilongTextDataset(rows, self.tokenizer, cell.task)
+            dataset: Dataset = BabilongTextDataset(rows, self.tokenizer, cell.task,
+                                                   with_answer=self.with_answer)  # fmt: skip
             for index in range(len(dataset)):
                 yield _item(dataset[index], index)
             return
