@@ -288,3 +288,27 @@ def test_recipe_bench_times_real_trainer_steps(tmp_path, one_thread):
     assert result["steps"] == 3 and result["stopped"] == "max_steps"
     assert result["steps_per_s"] > 0 and result["data_wait_share_mean"] is not None
     assert json.loads((tmp_path / "recipe_cpu.json").read_text())["steps"] == 3
+
+
+def test_plot_signature_puts_each_run_on_its_own_row(tmp_path):
+    from rmt.eval.results import EvalResult, write_csv
+
+    def results(name, accuracies):
+        rows = [
+            EvalResult(model=name, mode="rmt", task="qa1", length=f"x{2**i}", length_tokens=256 * 2**i,
+                       accuracy=a, exact_match=a, correct=0, n=200, seconds=1.0, checkpoint="c")
+            for i, a in enumerate(accuracies)
+        ]  # fmt: skip
+        return write_csv(rows, tmp_path / f"{name}.csv")
+
+    a, b = results("rmt", [100.0, 95.0, 42.5]), results("nomem", [20.0, 18.5, 18.5])
+    out = tmp_path / "sig.png"
+    done = subprocess.run(
+        [sys.executable, SCRIPTS / "plot_signature.py", f"{a}=RMT", f"{b}=no memory", "--out", out],
+        capture_output=True, text=True, env=checkout_env(), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("| runs | RMT |") and "| 95.0 |" in line for line in lines), lines
+    assert any(line.startswith("| runs | no memory |") for line in lines)
+    assert out.stat().st_size > 1000
