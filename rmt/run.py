@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
 
 import rmt
 
@@ -51,6 +53,9 @@ PREDICTIONS_DIR = "predictions"
 
 class CheckpointError(ValueError):
     """A run folder or checkpoint that cannot be used; the message says what is wrong and the fix."""
+
+
+COPY_AGAIN = "Copy the run folder again from where it was written."
 
 
 # ------------------------------------------------------------------------- atomic publishing
@@ -105,17 +110,36 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    """A checkpoint's JSON file, or a CheckpointError saying it is damaged."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON object (config.json, trainer_state.json, summary.json), or a
+    CheckpointError naming the file when it is missing, not text, not JSON or not an object."""
+    damaged = f"the checkpoint is damaged. {COPY_AGAIN}"
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
     except OSError as err:
         raise CheckpointError(f"cannot read {path} ({err}); the checkpoint is incomplete.") from err
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text (binary data); {damaged}") from None
     except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); {damaged}") from None
+    if not isinstance(data, dict):
         raise CheckpointError(
-            f"{path} is not valid JSON ({err}); the checkpoint is damaged. "
-            "Copy it again from the training machine."
-        ) from err
+            f"{path} holds a JSON {type(data).__name__}, not an object; {damaged}"
+        )
+    return data
+
+
+def read_config(path: Path, *, fix: str = "") -> DictConfig:
+    """A saved config.yaml, or a CheckpointError naming the file when it is damaged."""
+    fix = fix or COPY_AGAIN
+    try:
+        cfg = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable config ({why}); {fix}") from None
+    if not isinstance(cfg, DictConfig):
+        raise CheckpointError(f"{path} holds a YAML {type(cfg).__name__}, not a mapping; {fix}")
+    return cfg
 
 
 def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
@@ -177,8 +201,37 @@ def load_last(run_dir: str | os.PathLike, *, accelerator) -> dict[str, Any]:
             f"{run_dir} has no complete last/ checkpoint to resume from; the run stopped before "
             "its first checkpoint. Start a new run instead of resume=..."
         )
-    accelerator.load_state(str(ckpt))
-    return read_state(ckpt)
+    state = read_state(ckpt)
+    check_files(ckpt)
+    try:
+        accelerator.load_state(str(ckpt))
+    except Exception as err:  # any unreadable file: one line naming the folder
+        raise CheckpointError(
+            f"cannot load the checkpoint {ckpt} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); it is damaged. {_DAMAGED_FIX}"
+        ) from None
+    return state
+
+
+_DAMAGED_FIX = f"{COPY_AGAIN} A damaged last/ cannot be resumed; otherwise start a new run."
+
+
+def check_files(ckpt: Path) -> None:
+    """Refuse a checkpoint whose weight or optimizer file is cut short (a copy that stopped, a
+    full disk), naming the file, before anything is loaded from it."""
+    for file in sorted(ckpt.iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt"):
+                    pass
+            elif file.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                with zipfile.ZipFile(file):  # torch.save's format: a truncated zip has no index
+                    pass
+        except Exception as err:  # safetensors and zipfile raise their own types
+            raise CheckpointError(
+                f"{file} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                f"; {file.stat().st_size} bytes). {_DAMAGED_FIX}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------- predictions

@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from rmt.cli import quiet_library_bars
 from rmt.config.schema import ConfigError  # importing the schema registers it and its resolvers
 from rmt.run import CheckpointError, discard_refused
 from rmt.train import trainer
@@ -57,6 +58,7 @@ def discard_own_files(cfg: DictConfig) -> None:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train; return the best validation metric (what Hydra sweepers optimise)."""
+    quiet_library_bars()
     try:
         metrics = trainer.train(run_config(cfg))
     except (ConfigError, CheckpointError) as err:

@@ -466,11 +466,12 @@ def _check_bptt(cfg: DictConfig) -> None:
 
 def _check_positions(cfg: DictConfig) -> None:
     bb, seg, mem = cfg.backbone, cfg.segment, cfg.memory
+    extra = MECHANISMS[mem.type].extra_positions(RMTConfig(**memory_kwargs(mem)))
     error = position_budget_error(
-        segment_size=seg.size, limit=_positions_limit(cfg),
-        extra=MECHANISMS[mem.type].extra_positions(RMTConfig(**memory_kwargs(mem))),
+        segment_size=seg.size, limit=_positions_limit(cfg), extra=extra,
         segment_key="segment.size", extra_key="memory positions",
-        hint=", or raise backbone.max_positions" if bb.pretrained is None else "",
+        hint=f", or raise backbone.max_positions to {seg.size + extra}"
+        if bb.pretrained is None else "",
     )  # fmt: skip
     if error:
         raise ConfigError(error)
