@@ -25,6 +25,7 @@ the one :class:`CheckpointError` are defined once.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -97,12 +98,61 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     tmp = prepare_tmp(target)
-    try:
+    with _disk_full_is_one_error(tmp, target):
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     publish(tmp, target)
+
+
+# ---------------------------------------------------------------------------------- full disk
+class DiskFullError(CheckpointError):
+    """A checkpoint could not be written for lack of space; the message gives path and bytes."""
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch's zip writer reports a short write as "[enforce fail at inline_container.cc] unexpected
+    # pos" or "file write failed", without the errno
+    return isinstance(err, RuntimeError) and any(
+        text in str(err) for text in ("unexpected pos", "file write failed")
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def disk_full_message(target: Path, *, need: int, written: int = 0) -> str:
+    """One line: which write failed, how many bytes it needs and how many are free, the fix."""
+    free = shutil.disk_usage(target.parent).free
+    previous = resolve_checkpoint(target)
+    size = (
+        f"about {need:,} bytes (the size of the previous {target.name}/)"
+        if previous is not None
+        else f"more than the {written:,} bytes written before the disk filled"
+    )
+    return (
+        f"disk full: writing {target} needs {size}, and {free:,} bytes are free on that disk. "
+        f"The earlier checkpoints are untouched and the partial copy was removed; free some "
+        f"space, then continue with rmt-train resume={target.parent}."
+    )
+
+
+@contextmanager
+def _disk_full_is_one_error(tmp: Path, target: Path) -> Iterator[None]:
+    """Remove ``tmp`` if the body fails (a partial checkpoint would keep the disk full); a full
+    disk becomes a :class:`DiskFullError` that says so, instead of torch's zip-writer error."""
+    try:
+        yield
+    except BaseException as err:
+        written = folder_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _is_disk_full(err):
+            raise
+        previous = resolve_checkpoint(target)
+        need = folder_bytes(previous) if previous is not None else 0
+        raise DiskFullError(disk_full_message(target, need=need, written=written)) from None
 
 
 # ------------------------------------------------------------------------------ trainer state
@@ -185,10 +235,12 @@ def save_last(target: Path, *, accelerator, state: dict[str, Any]) -> None:
     if accelerator.is_main_process:
         prepare_tmp(target)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    with _disk_full_is_one_error(tmp, target):
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(tmp / STATE_FILE, state)
     if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, state)
         publish(tmp, target)
     accelerator.wait_for_everyone()
 
@@ -244,7 +296,16 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """A whole JSON-lines file at once (written to a temporary name, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if not _is_disk_full(err):
+            raise
+        raise DiskFullError(
+            f"disk full: writing {path} failed ({shutil.disk_usage(path.parent).free:,} bytes "
+            f"free). Free some space, then continue with rmt-train resume={path.parent.parent}."
+        ) from None
     os.replace(tmp, path)
 
 
@@ -301,15 +362,43 @@ def claim_new_dir(path: str | os.PathLike) -> Path:
     so each caller gets its own folder instead of sharing one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 10_000):
-        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
+    check_free_space(_existing_ancestor(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate
+    except OSError as err:
+        if not _is_disk_full(err):
+            raise
+        check_free_space(_existing_ancestor(path), minimum=None)
     raise CheckpointError(f"cannot claim a new folder next to {path}: 9999 names are taken.")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (whose disk a new folder would go on)."""
+    return next(p for p in (path, *path.absolute().parents) if p.exists())
+
+
+MIN_FREE_BYTES = 1 << 20  # a new folder's config, log and first metrics; checkpoints need more
+
+
+def check_free_space(folder: Path, *, minimum: int | None = MIN_FREE_BYTES) -> None:
+    """Refuse to start in ``folder`` when its disk has less than ``minimum`` bytes free (a new
+    run there would fail in Hydra's first write); ``minimum=None`` refuses in any case (a
+    write already failed with ENOSPC)."""
+    free = shutil.disk_usage(folder).free
+    if minimum is not None and free >= minimum:
+        return
+    raise DiskFullError(
+        f"disk full: {folder} has {free:,} bytes free and a new run needs at least "
+        f"{MIN_FREE_BYTES:,} for its config and logs (and its checkpoints more); free some space "
+        "or choose a folder on another disk (hydra.run.dir=...)."
+    )
 
 
 def claim_run_dir(run_dir: str | os.PathLike, marker: str) -> None:
@@ -320,9 +409,15 @@ def claim_run_dir(run_dir: str | os.PathLike, marker: str) -> None:
     """
     run_dir = Path(run_dir)
     check_fresh_run_dir(run_dir)
+    existing = _existing_ancestor(run_dir)
+    check_free_space(existing)
     try:
         (run_dir / marker).mkdir(parents=True)
-    except FileExistsError:
+    except OSError as err:
+        if not isinstance(err, FileExistsError):
+            if _is_disk_full(err):
+                check_free_space(existing, minimum=None)
+            raise
         raise CheckpointError(
             f"run folder {run_dir} is already used by another rmt-train ({marker} exists); it is "
             "never shared. Choose another folder (hydra.run.dir=... or a different name=...)."

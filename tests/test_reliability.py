@@ -3,7 +3,9 @@ re-resuming a finished run changes nothing, and refused commands leave no files 
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from helpers import FAST, checkout_env, compose_config, main_in_process, python_module, snapshot
 from omegaconf import OmegaConf
 
+from rmt import run as run_module
 from rmt.config.schema import typed, validate
 from rmt.errors import ConfigError
 from rmt.run import CheckpointError, claim_new_dir, claim_run_dir
@@ -166,3 +169,52 @@ def test_failed_resume_keeps_the_saved_config(fast_cfg):
     with pytest.raises(CheckpointError, match="no complete last/"):  # no last/ to resume from
         trainer.train(resume_config(run, ["trainer.max_steps=7"]))
     assert (run / "config.yaml").read_bytes() == before
+
+
+# --------------------------------------------------------------------------------- full disk
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_full_disk_while_saving_keeps_earlier_checkpoints_and_resume_works(
+    tmp_path, monkeypatch, capsys
+):
+    """The saves of step 4 hit ENOSPC after a partial write: one line saying the disk is full
+    (path and bytes), no temporary folder left, the step-2 checkpoints untouched; once space is
+    back, resume finishes the run."""
+    run, real_write = tmp_path / "run", run_module.write_json
+
+    def full_disk_at_step_4(path, data):
+        if data.get("step") == 4:
+            path.write_text("x" * 1000)  # a partial file, as on a real disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(run_module, "write_json", full_disk_at_step_4)
+    args = [*FAST, "trainer.max_steps=4", "trainer.eval_every=2", f"hydra.run.dir={run}"]
+    assert main_in_process(monkeypatch, *args) == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"rmt-train: error: disk full: writing {run}/") and "bytes" in line
+    assert f"resume={run}" in line
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".hydra"]
+    for folder in ("last", "best"):
+        assert json.loads((run / folder / "trainer_state.json").read_text())["step"] == 2
+
+    monkeypatch.setattr(run_module, "write_json", real_write)  # space is free again
+    assert main_in_process(monkeypatch, f"resume={run}") == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    assert json.loads((run / "last" / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_a_new_run_on_a_full_disk_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0)
+    )
+    assert main_in_process(monkeypatch, *FAST) == 2
+    line = _one_line(capsys)
+    assert line.startswith("rmt-train: error: disk full: ") and "0 bytes free" in line
+    assert list(tmp_path.iterdir()) == []

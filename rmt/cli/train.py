@@ -12,6 +12,7 @@ exits with 128 + signal. Resuming a finished run says so, changes nothing and ex
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 import sys
 from pathlib import Path
@@ -64,6 +65,13 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, CheckpointError) as err:
         discard_own_files(cfg)
         print(f"rmt-train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:  # a full disk outside a checkpoint write (logs, metrics)
+        if err.errno != errno.ENOSPC:
+            raise
+        run = cfg.resume or HydraConfig.get().runtime.output_dir
+        print(f"rmt-train: error: disk full: writing {err.filename or run} failed. Free some "
+              f"space, then continue with rmt-train resume={run}.", file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
     if metrics.get("finished"):  # a resumed run that had nothing left to do (trainer logs it)
         discard_own_files(cfg)

@@ -223,7 +223,8 @@ def typed(cfg: DictConfig | dict) -> DictConfig:
 
 def _refuse(err: Exception) -> NoReturn:
     """End the command from inside Hydra's resolution: one line, exit status 2, no traceback."""
-    print(f"rmt-train: error: {err}", file=sys.stderr)
+    program = "rmt-eval" if "eval" in Path(sys.argv[0]).name else "rmt-train"
+    print(f"{program}: error: {err}", file=sys.stderr)
     raise SystemExit(2) from None
 
 
@@ -247,7 +248,10 @@ def _new_dir(path: str) -> str:
     """A folder claimed atomically for this process (rank 0 of a launch; see claim_new_dir)."""
     if os.environ.get("RANK", "0") != "0":  # other ranks use rank 0's folder (trainer broadcast)
         return path
-    return str(claim_new_dir(path))
+    try:
+        return str(claim_new_dir(path))
+    except CheckpointError as err:  # a full disk
+        _refuse(err)
 
 
 def _hydra_subdir(resume: str | None, run_dir: str, stamp: str) -> str | None:
