@@ -50,6 +50,8 @@ BEST = "best"
 LAST = "last"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 PREDICTIONS_DIR = "predictions"
+FAILED_FILE = "failed.json"  # a sweep job that failed: why (rmt-report shows it)
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's config of a whole sweep, in the sweep folder
 
 
 class CheckpointError(ValueError):

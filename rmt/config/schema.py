@@ -32,7 +32,7 @@ from rmt.modeling.backbones import ENCODER_FAMILIES, minilm_path
 from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
 from rmt.modeling.config import ALIGNMENTS, RMTConfig, position_budget_error
 from rmt.modeling.memory import MECHANISMS
-from rmt.run import CONFIG_FILE, CheckpointError, claim_new_dir, claim_run_dir
+from rmt.run import CONFIG_FILE, MULTIRUN_FILE, CheckpointError, claim_new_dir, claim_run_dir
 from rmt.tasks import TASKS
 from rmt.tasks.base import task_class
 
@@ -172,6 +172,13 @@ class TrainerConfig:
 
 
 @dataclass
+class SweepConfig:
+    """How ``rmt-train -m`` treats a job that fails (see ``rmt.sweep.jobs``)."""
+
+    fail_fast: bool = False  # false: record the failure in the job folder and go on; true: stop
+
+
+@dataclass
 class TrainConfig:
     """Root config of ``rmt-train`` (``rmt/conf/train.yaml``)."""
 
@@ -185,6 +192,7 @@ class TrainConfig:
     task: Any = MISSING  # the schema of the task package task.type names (see typed())
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 GROUP_SCHEMAS = {
@@ -235,6 +243,8 @@ def _run_dir(resume: str | None, fresh: str) -> str:
     mistyped path from leaving an empty folder tree behind.
     """
     if resume:
+        if (Path(resume) / MULTIRUN_FILE).is_file():  # a sweep folder: rmt.sweep.resume
+            return str(resume)
         if not (Path(resume) / CONFIG_FILE).is_file():
             _refuse(CheckpointError(
                 f"resume={resume}: {Path(resume) / CONFIG_FILE} not found; give the run folder "
