@@ -251,10 +251,7 @@ def load_last(run_dir: str | os.PathLike, *, accelerator) -> dict[str, Any]:
     """Restore model/optimizer/RNG states from ``<run_dir>/last``; return its trainer state."""
     ckpt = resolve_checkpoint(Path(run_dir) / LAST)
     if ckpt is None:
-        raise CheckpointError(
-            f"{run_dir} has no complete last/ checkpoint to resume from; the run stopped before "
-            "its first checkpoint. Start a new run instead of resume=..."
-        )
+        raise CheckpointError(f"{run_dir} has no complete last/ checkpoint: {NOTHING_TO_RESUME}")
     state = read_state(ckpt)
     check_files(ckpt)
     try:
@@ -447,10 +444,25 @@ def discard_refused(folder: str | os.PathLike, *, keep_run: bool = True) -> None
         parent = parent.parent
 
 
+NOTHING_TO_RESUME = (
+    "the run stopped before its first checkpoint, so there is nothing to resume. Start it again "
+    "as a new run in a new folder: the same rmt-train command without resume= and without "
+    "hydra.run.dir= (its overrides are in .hydra/overrides.yaml of that folder)."
+)
+
+
 def check_fresh_run_dir(run_dir: str | os.PathLike) -> None:
-    """Refuse to start a new run in a folder that already holds one (never overwrite a run)."""
+    """Refuse to start a new run in a folder that already holds one (never overwrite a run).
+
+    The advice agrees with :func:`load_last`'s: a run with a checkpoint is resumed, a run
+    without one is started again in a new folder."""
     run_dir = Path(run_dir)
     taken = [n for n in (METRICS_FILE, LAST, BEST, SUMMARY_FILE) if (run_dir / n).exists()]
+    if taken and resolve_checkpoint(run_dir / LAST) is None:
+        raise CheckpointError(
+            f"run folder {run_dir} already holds a run ({', '.join(taken)}; it is never "
+            f"overwritten) and it has no last/ checkpoint: {NOTHING_TO_RESUME}"
+        )
     if taken:
         raise CheckpointError(
             f"run folder {run_dir} already holds a run ({', '.join(taken)}); it is never "

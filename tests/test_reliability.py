@@ -218,3 +218,25 @@ def test_a_new_run_on_a_full_disk_is_one_line_and_writes_nothing(tmp_path, monke
     line = _one_line(capsys)
     assert line.startswith("rmt-train: error: disk full: ") and "0 bytes free" in line
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------- killed before a checkpoint
+def test_a_run_killed_before_its_first_checkpoint_gets_one_consistent_advice(
+    tmp_path, monkeypatch, capsys
+):
+    """resume= and a new run in the same folder both say: nothing to resume, start it again in a
+    new folder; and that advice works."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "killed"
+    (run / ".hydra").mkdir(parents=True)  # what a SIGKILL during the first steps leaves
+    (run / ".hydra" / "overrides.yaml").write_text("- debug=fast\n")
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(compose_config(FAST)))
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 3.0}\n')
+    advice = "nothing to resume. Start it again as a new run in a new folder"
+    assert main_in_process(monkeypatch, f"resume={run}") == 2
+    assert advice in _one_line(capsys)
+    assert main_in_process(monkeypatch, *FAST, f"hydra.run.dir={run}") == 2
+    line = _one_line(capsys)
+    assert advice in line and "resume=" not in line.split("nothing to resume")[0]
+    assert main_in_process(monkeypatch, *FAST, "trainer.max_steps=1") == 0  # the advice works
+    assert len(list((tmp_path / "outputs" / "train").glob("*/*/summary.json"))) == 1
