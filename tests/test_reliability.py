@@ -240,3 +240,26 @@ def test_a_run_killed_before_its_first_checkpoint_gets_one_consistent_advice(
     assert advice in line and "resume=" not in line.split("nothing to resume")[0]
     assert main_in_process(monkeypatch, *FAST, "trainer.max_steps=1") == 0  # the advice works
     assert len(list((tmp_path / "outputs" / "train").glob("*/*/summary.json"))) == 1
+
+
+# ---------------------------------------------------------------------------- small things
+def test_train_log_has_the_validation_lines_and_no_library_bar(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert main_in_process(monkeypatch, *FAST, "trainer.max_steps=2", "trainer.eval_every=1",
+                           f"hydra.run.dir={run}") == 0  # fmt: skip
+    assert "Writing model shards" not in capsys.readouterr().err  # would break rmt's own bar
+    valid = [line for line in (run / "train.log").read_text().splitlines() if "valid step" in line]
+    assert [line.split("valid step ")[1].split(" |")[0] for line in valid] == ["1", "2"]
+    assert all("accuracy " in line and "loss " in line for line in valid)
+
+
+def test_a_time_budgeted_run_counts_its_bar_in_seconds_of_the_budget(fast_cfg):
+    """The ETA of a budgeted run comes from trainer.max_minutes, not from max_steps=100000."""
+    run = trainer.Trainer(fast_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.05"))
+    run.setup()
+    run.fit()
+    assert run.bar.total == 3 and run.progress.step < 100000  # seconds of the budget
+    steps = trainer.Trainer(fast_cfg("trainer.max_steps=2", run="steps"))
+    steps.setup()
+    steps.fit()
+    assert steps.bar.total == 2  # steps
