@@ -263,3 +263,13 @@ def test_a_time_budgeted_run_counts_its_bar_in_seconds_of_the_budget(fast_cfg):
     steps.setup()
     steps.fit()
     assert steps.bar.total == 2  # steps
+
+
+def test_rmt_eval_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0)
+    )
+    assert main_in_process(monkeypatch, "checkpoint=x", cli="rmt-eval") == 2
+    assert _one_line(capsys).startswith("rmt-eval: error: disk full: ")
+    assert list(tmp_path.iterdir()) == []
