@@ -124,6 +124,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.task = build.task_for(cfg, self.tokenizer)
         self.task.preflight()
+        curriculum.check_train_sizes(self.task, cfg, batch_size=cfg.trainer.batch_size)
         if cfg.resume:
             self.resume()
         self.seconds_before = self.progress.seconds
