@@ -25,9 +25,11 @@ the one :class:`CheckpointError` are defined once.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
 
 import rmt
 
@@ -47,10 +50,15 @@ BEST = "best"
 LAST = "last"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 PREDICTIONS_DIR = "predictions"
+FAILED_FILE = "failed.json"  # a sweep job that failed: why (rmt-report shows it)
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's config of a whole sweep, in the sweep folder
 
 
 class CheckpointError(ValueError):
     """A run folder or checkpoint that cannot be used; the message says what is wrong and the fix."""
+
+
+COPY_AGAIN = "Copy the run folder again from where it was written."
 
 
 # ------------------------------------------------------------------------- atomic publishing
@@ -92,12 +100,61 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     tmp = prepare_tmp(target)
-    try:
+    with _disk_full_is_one_error(tmp, target):
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     publish(tmp, target)
+
+
+# ---------------------------------------------------------------------------------- full disk
+class DiskFullError(CheckpointError):
+    """A checkpoint could not be written for lack of space; the message gives path and bytes."""
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch's zip writer reports a short write as "[enforce fail at inline_container.cc] unexpected
+    # pos" or "file write failed", without the errno
+    return isinstance(err, RuntimeError) and any(
+        text in str(err) for text in ("unexpected pos", "file write failed")
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def disk_full_message(target: Path, *, need: int, written: int = 0) -> str:
+    """One line: which write failed, how many bytes it needs and how many are free, the fix."""
+    free = shutil.disk_usage(target.parent).free
+    previous = resolve_checkpoint(target)
+    size = (
+        f"about {need:,} bytes (the size of the previous {target.name}/)"
+        if previous is not None
+        else f"more than the {written:,} bytes written before the disk filled"
+    )
+    return (
+        f"disk full: writing {target} needs {size}, and {free:,} bytes are free on that disk. "
+        f"The earlier checkpoints are untouched and the partial copy was removed; free some "
+        f"space, then continue with rmt-train resume={target.parent}."
+    )
+
+
+@contextmanager
+def _disk_full_is_one_error(tmp: Path, target: Path) -> Iterator[None]:
+    """Remove ``tmp`` if the body fails (a partial checkpoint would keep the disk full); a full
+    disk becomes a :class:`DiskFullError` that says so, instead of torch's zip-writer error."""
+    try:
+        yield
+    except BaseException as err:
+        written = folder_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _is_disk_full(err):
+            raise
+        previous = resolve_checkpoint(target)
+        need = folder_bytes(previous) if previous is not None else 0
+        raise DiskFullError(disk_full_message(target, need=need, written=written)) from None
 
 
 # ------------------------------------------------------------------------------ trainer state
@@ -105,17 +162,36 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    """A checkpoint's JSON file, or a CheckpointError saying it is damaged."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON object (config.json, trainer_state.json, summary.json), or a
+    CheckpointError naming the file when it is missing, not text, not JSON or not an object."""
+    damaged = f"the checkpoint is damaged. {COPY_AGAIN}"
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
     except OSError as err:
         raise CheckpointError(f"cannot read {path} ({err}); the checkpoint is incomplete.") from err
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text (binary data); {damaged}") from None
     except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); {damaged}") from None
+    if not isinstance(data, dict):
         raise CheckpointError(
-            f"{path} is not valid JSON ({err}); the checkpoint is damaged. "
-            "Copy it again from the training machine."
-        ) from err
+            f"{path} holds a JSON {type(data).__name__}, not an object; {damaged}"
+        )
+    return data
+
+
+def read_config(path: Path, *, fix: str = "") -> DictConfig:
+    """A saved config.yaml, or a CheckpointError naming the file when it is damaged."""
+    fix = fix or COPY_AGAIN
+    try:
+        cfg = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable config ({why}); {fix}") from None
+    if not isinstance(cfg, DictConfig):
+        raise CheckpointError(f"{path} holds a YAML {type(cfg).__name__}, not a mapping; {fix}")
+    return cfg
 
 
 def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
@@ -161,10 +237,12 @@ def save_last(target: Path, *, accelerator, state: dict[str, Any]) -> None:
     if accelerator.is_main_process:
         prepare_tmp(target)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    with _disk_full_is_one_error(tmp, target):
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(tmp / STATE_FILE, state)
     if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, state)
         publish(tmp, target)
     accelerator.wait_for_everyone()
 
@@ -173,12 +251,38 @@ def load_last(run_dir: str | os.PathLike, *, accelerator) -> dict[str, Any]:
     """Restore model/optimizer/RNG states from ``<run_dir>/last``; return its trainer state."""
     ckpt = resolve_checkpoint(Path(run_dir) / LAST)
     if ckpt is None:
+        raise CheckpointError(f"{run_dir} has no complete last/ checkpoint: {NOTHING_TO_RESUME}")
+    state = read_state(ckpt)
+    check_files(ckpt)
+    try:
+        accelerator.load_state(str(ckpt))
+    except Exception as err:  # any unreadable file: one line naming the folder
         raise CheckpointError(
-            f"{run_dir} has no complete last/ checkpoint to resume from; the run stopped before "
-            "its first checkpoint. Start a new run instead of resume=..."
-        )
-    accelerator.load_state(str(ckpt))
-    return read_state(ckpt)
+            f"cannot load the checkpoint {ckpt} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); it is damaged. {_DAMAGED_FIX}"
+        ) from None
+    return state
+
+
+_DAMAGED_FIX = f"{COPY_AGAIN} A damaged last/ cannot be resumed; otherwise start a new run."
+
+
+def check_files(ckpt: Path) -> None:
+    """Refuse a checkpoint whose weight or optimizer file is cut short (a copy that stopped, a
+    full disk), naming the file, before anything is loaded from it."""
+    for file in sorted(ckpt.iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt"):
+                    pass
+            elif file.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                with zipfile.ZipFile(file):  # torch.save's format: a truncated zip has no index
+                    pass
+        except Exception as err:  # safetensors and zipfile raise their own types
+            raise CheckpointError(
+                f"{file} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                f"; {file.stat().st_size} bytes). {_DAMAGED_FIX}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -191,7 +295,16 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """A whole JSON-lines file at once (written to a temporary name, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if not _is_disk_full(err):
+            raise
+        raise DiskFullError(
+            f"disk full: writing {path} failed ({shutil.disk_usage(path.parent).free:,} bytes "
+            f"free). Free some space, then continue with rmt-train resume={path.parent.parent}."
+        ) from None
     os.replace(tmp, path)
 
 
@@ -248,15 +361,43 @@ def claim_new_dir(path: str | os.PathLike) -> Path:
     so each caller gets its own folder instead of sharing one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 10_000):
-        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
+    check_free_space(_existing_ancestor(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate
+    except OSError as err:
+        if not _is_disk_full(err):
+            raise
+        check_free_space(_existing_ancestor(path), minimum=None)
     raise CheckpointError(f"cannot claim a new folder next to {path}: 9999 names are taken.")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (whose disk a new folder would go on)."""
+    return next(p for p in (path, *path.absolute().parents) if p.exists())
+
+
+MIN_FREE_BYTES = 1 << 20  # a new folder's config, log and first metrics; checkpoints need more
+
+
+def check_free_space(folder: Path, *, minimum: int | None = MIN_FREE_BYTES) -> None:
+    """Refuse to start in ``folder`` when its disk has less than ``minimum`` bytes free (a new
+    run there would fail in Hydra's first write); ``minimum=None`` refuses in any case (a
+    write already failed with ENOSPC)."""
+    free = shutil.disk_usage(folder).free
+    if minimum is not None and free >= minimum:
+        return
+    raise DiskFullError(
+        f"disk full: {folder} has {free:,} bytes free and a new run needs at least "
+        f"{MIN_FREE_BYTES:,} for its config and logs (and its checkpoints more); free some space "
+        "or choose a folder on another disk (hydra.run.dir=...)."
+    )
 
 
 def claim_run_dir(run_dir: str | os.PathLike, marker: str) -> None:
@@ -267,9 +408,15 @@ def claim_run_dir(run_dir: str | os.PathLike, marker: str) -> None:
     """
     run_dir = Path(run_dir)
     check_fresh_run_dir(run_dir)
+    existing = _existing_ancestor(run_dir)
+    check_free_space(existing)
     try:
         (run_dir / marker).mkdir(parents=True)
-    except FileExistsError:
+    except OSError as err:
+        if not isinstance(err, FileExistsError):
+            if _is_disk_full(err):
+                check_free_space(existing, minimum=None)
+            raise
         raise CheckpointError(
             f"run folder {run_dir} is already used by another rmt-train ({marker} exists); it is "
             "never shared. Choose another folder (hydra.run.dir=... or a different name=...)."
@@ -297,10 +444,25 @@ def discard_refused(folder: str | os.PathLike, *, keep_run: bool = True) -> None
         parent = parent.parent
 
 
+NOTHING_TO_RESUME = (
+    "the run stopped before its first checkpoint, so there is nothing to resume. Start it again "
+    "as a new run in a new folder: the same rmt-train command without resume= and without "
+    "hydra.run.dir= (its overrides are in .hydra/overrides.yaml of that folder)."
+)
+
+
 def check_fresh_run_dir(run_dir: str | os.PathLike) -> None:
-    """Refuse to start a new run in a folder that already holds one (never overwrite a run)."""
+    """Refuse to start a new run in a folder that already holds one (never overwrite a run).
+
+    The advice agrees with :func:`load_last`'s: a run with a checkpoint is resumed, a run
+    without one is started again in a new folder."""
     run_dir = Path(run_dir)
     taken = [n for n in (METRICS_FILE, LAST, BEST, SUMMARY_FILE) if (run_dir / n).exists()]
+    if taken and resolve_checkpoint(run_dir / LAST) is None:
+        raise CheckpointError(
+            f"run folder {run_dir} already holds a run ({', '.join(taken)}; it is never "
+            f"overwritten) and it has no last/ checkpoint: {NOTHING_TO_RESUME}"
+        )
     if taken:
         raise CheckpointError(
             f"run folder {run_dir} already holds a run ({', '.join(taken)}); it is never "

@@ -140,6 +140,26 @@ def snapshot(folder: Path) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------ bAbI files
+PEOPLE = ("Mary", "John", "Daniel", "Sandra")
+ROOMS = ("bathroom", "hallway", "garden", "office", "kitchen", "bedroom")
+
+
+def qa1_story(k: int, moves: int) -> str:
+    """A real-format qa1 story of ``moves`` facts, a question after every second fact."""
+    lines, facts, line_no = [], {}, 0
+    for i in range(moves):
+        person, room = PEOPLE[(k + i) % 4], ROOMS[(k + 5 * i) % 6]  # first facts differ
+        line_no += 1
+        lines.append(f"{line_no} {person} went to the {room}.")
+        facts[person] = (room, line_no)
+        if i % 2 == 1:
+            room, support = facts[person]
+            line_no += 1
+            lines.append(f"{line_no} Where is {person}? \t{room}\t{support}")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------- configs
 def compose_config(overrides=(), config_name: str = "train"):
     """Compose ``rmt/conf/<config_name>.yaml`` with Hydra's compose API (no CLI, no run folder)."""

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import main_in_process
+from helpers import main_in_process, qa1_story
 from omegaconf import OmegaConf
 
 from rmt.errors import ConfigError
@@ -17,24 +17,6 @@ from rmt.tasks.babilong import BabilongTask
 from rmt.tasks.babilong.config import BabilongTaskConfig
 from rmt.tasks.babilong.sources import babi_stories
 from rmt.tasks.babilong.tokenizer import build_tokenizer
-
-PEOPLE = ("Mary", "John", "Daniel", "Sandra")
-ROOMS = ("bathroom", "hallway", "garden", "office", "kitchen", "bedroom")
-
-
-def qa1_story(k: int, moves: int) -> str:
-    """A real-format qa1 story of ``moves`` facts, a question after every second fact."""
-    lines, facts, line_no = [], {}, 0
-    for i in range(moves):
-        person, room = PEOPLE[(k + i) % 4], ROOMS[(k + 5 * i) % 6]  # first facts differ
-        line_no += 1
-        lines.append(f"{line_no} {person} went to the {room}.")
-        facts[person] = (room, line_no)
-        if i % 2 == 1:
-            room, support = facts[person]
-            line_no += 1
-            lines.append(f"{line_no} Where is {person}? \t{room}\t{support}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -94,7 +76,9 @@ def test_min_and_max_facts_filter_real_stories(tok, babi_dir: Path):
         assert sizes and min(sizes) >= 4 and max(sizes) <= high
         assert max(sizes) == high
     empty = _task(tok, source="babi", path=str(babi_dir), min_facts=30)
-    with pytest.raises(ConfigError, match=r"keep none of the \d+ qa1 stories .* widen the bounds"):
+    with pytest.raises(
+        ConfigError, match=r"keep none of the \d+ qa1 stories .* set task.min_facts=12 or less"
+    ):
         empty.preflight()
 
 

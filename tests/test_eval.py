@@ -63,7 +63,7 @@ def test_cli_end_to_end(run_dir: Path, tmp_path: Path, monkeypatch, capsys):
     assert len(rows) == 8
     for r in rows:
         assert r.n == 3 and r.model == "12-00-00_demo"
-        assert r.accuracy == pytest.approx(100 * r.correct / r.n)
+        assert r.accuracy == pytest.approx(r.correct / r.n)  # a fraction in the file
         assert r.length_tokens == {"0k": 0, "512": 512}[r.length]
         assert r.checkpoint == str(run_dir / "best")
         assert r.scoring == "babilong"  # the run's task.scoring (the default rule)
@@ -114,7 +114,8 @@ def test_compare_checkpoints_and_seed(tmp_path: Path):
     assert {(r.task, r.length) for r in rows} == {("qa3", "0k"), ("qa3", "256")}
     assert (out / "heatmap_a_12-00-00.png").is_file() and (out / "heatmap_b_12-00-00.png").is_file()
     md = (out / "results.md").read_text().splitlines()
-    assert md[0] == "| model | task | 0k | 256 | mean |" and len(md) == 4
+    assert md[0] == "accuracy as a fraction (0-1)"
+    assert md[2] == "| model | task | 0k | 256 | mean |" and len(md) == 6
     # same stories for both checkpoints: the predictions file pairs them index by index
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     targets = {}

@@ -84,8 +84,8 @@ def test_counts_and_one_batch_at_a_time(tokenizer, babilong, tmp_path: Path):
         grid = _grid(babilong, batch_size=2, max_new_tokens=5, predictions=predictions)
         rows = evaluate_model(model, grid, [EvalCell("qa1", "0k", 0)], make_items, progress=False)
     (row,) = rows
-    assert (row.correct, row.n, row.accuracy) == (3, 5, 60.0)
-    assert row.exact_match == 60.0  # the output is exactly "kitchen"
+    assert (row.correct, row.n, row.accuracy) == (3, 5, 0.6)
+    assert row.exact_match == 0.6  # the output is exactly "kitchen"
     # samples are built a batch at a time, right before their batch is scored
     assert log == [
         ("build", 0), ("build", 1), ("generate", 2),
@@ -104,7 +104,7 @@ def test_scoring_uses_babilong_rule_not_string_equality(tokenizer, babilong):
         model, _grid(babilong, max_new_tokens=10), [EvalCell("qa2", "0k", 0)],
         lambda cell: items, progress=False,
     )  # fmt: skip
-    assert row.accuracy == 100.0 and row.exact_match == 0.0
+    assert row.accuracy == 1.0 and row.exact_match == 0.0
 
 
 def test_batch_size_shrinks_with_length():

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from rmt.eval.plots import plot_heatmap, plot_sweep
+from rmt.eval.plots import plot_heatmap, plot_sweep, y_range
 from rmt.eval.results import (
     EvalResult,
     format_table,
@@ -27,8 +27,8 @@ def _row(task, length, tokens, correct, n=4, model="ckpt-a", mode="rmt"):
         task=task,
         length=length,
         length_tokens=tokens,
-        accuracy=100.0 * correct / n,
-        exact_match=100.0 * max(correct - 1, 0) / n,
+        accuracy=correct / n,
+        exact_match=max(correct - 1, 0) / n,
         correct=correct,
         n=n,
         seconds=0.5,
@@ -65,22 +65,25 @@ def test_grid_orders_lengths_by_tokens(rows):
     assert list(series) == ["ckpt-a", "ckpt-a (baseline)"]
     tasks, lengths, matrix = grid(series["ckpt-a"])
     assert tasks == ["qa1", "qa2"] and lengths == ["0k", "4k"]
-    assert matrix == [[100.0, 25.0], [75.0, 0.0]]
+    assert matrix == [[1.0, 0.25], [0.75, 0.0]]
     tasks, lengths, matrix = grid(series["ckpt-a"][:3])  # a missing cell stays None
-    assert matrix == [[100.0, 25.0], [75.0, None]]
+    assert matrix == [[1.0, 0.25], [0.75, None]]
 
 
 def test_table_formats(rows):
-    md = format_table(rows)
+    md = format_table(rows)  # results.md: fractions, as every file
     lines = md.splitlines()
-    assert lines[0] == "| model | task | 0k | 4k | mean |"
-    assert "| ckpt-a | qa1 | 100.0 | 25.0 | 62.5 |" in lines
-    assert "| ckpt-a (baseline) | qa2 | 50.0 | 25.0 | 37.5 |" in lines
-    assert len(lines) == 2 + 4
-    text = format_table(rows, fmt="text")
-    assert text.splitlines()[0].split() == ["model", "task", "0k", "4k", "mean"]
+    assert lines[0] == "accuracy as a fraction (0-1)"
+    assert lines[2] == "| model | task | 0k | 4k | mean |"
+    assert "| ckpt-a | qa1 | 1.000 | 0.250 | 0.625 |" in lines
+    assert "| ckpt-a (baseline) | qa2 | 0.500 | 0.250 | 0.375 |" in lines
+    assert len(lines) == 4 + 4
+    text = format_table(rows, fmt="text", percent=True).splitlines()  # the console: percent
+    assert text[0] == "accuracy in percent (0-100)"
+    assert text[1].split() == ["model", "task", "0k", "4k", "mean"]
+    assert "ckpt-a qa1 100.0 25.0 62.5".split() in [line.split() for line in text]
     em = format_table(rows, value="exact_match")
-    assert "| ckpt-a | qa1 | 75.0 | 0.0 | 37.5 |" in em
+    assert "| ckpt-a | qa1 | 0.750 | 0.000 | 0.375 |" in em
     with pytest.raises(ValueError, match="unknown fmt"):
         format_table(rows, fmt="latex")
 
@@ -110,3 +113,13 @@ def test_sweep_plot_numeric_and_categorical(tmp_path: Path):
     assert plot_sweep(recs2, tmp_path / "b.png", x="bb", y="acc").is_file()
     with pytest.raises(ValueError, match="no job has a value"):
         plot_sweep(recs, tmp_path / "c.png", x="mem", y="missing")
+
+
+def test_sweep_plot_axis_stays_within_the_metric_range():
+    bottom, top = y_range("best_valid_accuracy", [0.0, 0.02, 1.0])
+    assert bottom == 0.0 and top == 1.0  # a fraction: neither below 0 nor above 1
+    bottom, top = y_range("best_metric", [0.4, 0.5])
+    assert 0.0 <= bottom < 0.4 and 0.5 < top
+    bottom, top = y_range("final_loss", [2.0, 2.0])  # one value: a margin, still not negative
+    assert 0.0 <= bottom < 2.0 < top
+    assert y_range("delta", [-1.0, 1.0])[0] < -1.0  # a metric that can be negative keeps room

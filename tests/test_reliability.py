@@ -3,7 +3,9 @@ re-resuming a finished run changes nothing, and refused commands leave no files 
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from helpers import FAST, checkout_env, compose_config, main_in_process, python_module, snapshot
 from omegaconf import OmegaConf
 
+from rmt import run as run_module
 from rmt.config.schema import typed, validate
 from rmt.errors import ConfigError
 from rmt.run import CheckpointError, claim_new_dir, claim_run_dir
@@ -166,3 +169,107 @@ def test_failed_resume_keeps_the_saved_config(fast_cfg):
     with pytest.raises(CheckpointError, match="no complete last/"):  # no last/ to resume from
         trainer.train(resume_config(run, ["trainer.max_steps=7"]))
     assert (run / "config.yaml").read_bytes() == before
+
+
+# --------------------------------------------------------------------------------- full disk
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_full_disk_while_saving_keeps_earlier_checkpoints_and_resume_works(
+    tmp_path, monkeypatch, capsys
+):
+    """The saves of step 4 hit ENOSPC after a partial write: one line saying the disk is full
+    (path and bytes), no temporary folder left, the step-2 checkpoints untouched; once space is
+    back, resume finishes the run."""
+    run, real_write = tmp_path / "run", run_module.write_json
+
+    def full_disk_at_step_4(path, data):
+        if data.get("step") == 4:
+            path.write_text("x" * 1000)  # a partial file, as on a real disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(run_module, "write_json", full_disk_at_step_4)
+    args = [*FAST, "trainer.max_steps=4", "trainer.eval_every=2", f"hydra.run.dir={run}"]
+    assert main_in_process(monkeypatch, *args) == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"rmt-train: error: disk full: writing {run}/") and "bytes" in line
+    assert f"resume={run}" in line
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".hydra"]
+    for folder in ("last", "best"):
+        assert json.loads((run / folder / "trainer_state.json").read_text())["step"] == 2
+
+    monkeypatch.setattr(run_module, "write_json", real_write)  # space is free again
+    assert main_in_process(monkeypatch, f"resume={run}") == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    assert json.loads((run / "last" / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_a_new_run_on_a_full_disk_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0)
+    )
+    assert main_in_process(monkeypatch, *FAST) == 2
+    line = _one_line(capsys)
+    assert line.startswith("rmt-train: error: disk full: ") and "0 bytes free" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------- killed before a checkpoint
+def test_a_run_killed_before_its_first_checkpoint_gets_one_consistent_advice(
+    tmp_path, monkeypatch, capsys
+):
+    """resume= and a new run in the same folder both say: nothing to resume, start it again in a
+    new folder; and that advice works."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "killed"
+    (run / ".hydra").mkdir(parents=True)  # what a SIGKILL during the first steps leaves
+    (run / ".hydra" / "overrides.yaml").write_text("- debug=fast\n")
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(compose_config(FAST)))
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 3.0}\n')
+    advice = "nothing to resume. Start it again as a new run in a new folder"
+    assert main_in_process(monkeypatch, f"resume={run}") == 2
+    assert advice in _one_line(capsys)
+    assert main_in_process(monkeypatch, *FAST, f"hydra.run.dir={run}") == 2
+    line = _one_line(capsys)
+    assert advice in line and "resume=" not in line.split("nothing to resume")[0]
+    assert main_in_process(monkeypatch, *FAST, "trainer.max_steps=1") == 0  # the advice works
+    assert len(list((tmp_path / "outputs" / "train").glob("*/*/summary.json"))) == 1
+
+
+# ---------------------------------------------------------------------------- small things
+def test_train_log_has_the_validation_lines_and_no_library_bar(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert main_in_process(monkeypatch, *FAST, "trainer.max_steps=2", "trainer.eval_every=1",
+                           f"hydra.run.dir={run}") == 0  # fmt: skip
+    assert "Writing model shards" not in capsys.readouterr().err  # would break rmt's own bar
+    valid = [line for line in (run / "train.log").read_text().splitlines() if "valid step" in line]
+    assert [line.split("valid step ")[1].split(" |")[0] for line in valid] == ["1", "2"]
+    assert all("accuracy " in line and "loss " in line for line in valid)
+
+
+def test_a_time_budgeted_run_counts_its_bar_in_seconds_of_the_budget(fast_cfg):
+    """The ETA of a budgeted run comes from trainer.max_minutes, not from max_steps=100000."""
+    run = trainer.Trainer(fast_cfg("trainer.max_steps=100000", "trainer.max_minutes=0.05"))
+    run.setup()
+    run.fit()
+    assert run.bar.total == 3 and run.progress.step < 100000  # seconds of the budget
+    steps = trainer.Trainer(fast_cfg("trainer.max_steps=2", run="steps"))
+    steps.setup()
+    steps.fit()
+    assert steps.bar.total == 2  # steps
+
+
+def test_rmt_eval_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0)
+    )
+    assert main_in_process(monkeypatch, "checkpoint=x", cli="rmt-eval") == 2
+    assert _one_line(capsys).startswith("rmt-eval: error: disk full: ")
+    assert list(tmp_path.iterdir()) == []

@@ -59,7 +59,7 @@ def test_fresh_run_dir_and_damaged_state(tmp_path: Path):
     with pytest.raises(CheckpointError, match="never overwritten"):
         run.check_fresh_run_dir(tmp_path)
     (tmp_path / run.STATE_FILE).write_text("{oops")
-    with pytest.raises(CheckpointError, match="is not valid JSON.*Copy it again"):
+    with pytest.raises(CheckpointError, match="is not valid JSON.*Copy the run folder again"):
         run.read_state(tmp_path)
     assert run.new_state(step=2)["rmt_version"]
 

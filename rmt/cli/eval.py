@@ -17,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from rmt.cli import quiet_library_bars
 from rmt.eval import evaluate
 from rmt.eval.config import register_configs
 from rmt.run import CheckpointError
@@ -28,6 +29,7 @@ register_configs()
 def main(cfg: DictConfig) -> float | None:
     """Evaluate; returns the first checkpoint's mean accuracy, or mean perplexity for task=lm
     (what sweepers optimise)."""
+    quiet_library_bars()
     cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
         rows = evaluate.run_eval(cfg)

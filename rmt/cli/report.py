@@ -49,6 +49,9 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
         raise ValueError(
             f"rmt-report: --metric {metric!r} is not a column; choose one of {result.columns}"
         )
+    x = args.x or (result.swept[0] if result.swept else "job")
+    if x not in result.columns:  # checked before any file is written: no partial report
+        raise ValueError(f"rmt-report: --x {x!r} is not a swept override; swept: {result.swept}")
     out = Path(args.out) if args.out else Path(args.multirun_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -59,9 +62,6 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
     paths["markdown"].write_text(markdown)
     print(markdown)
 
-    x = args.x or (result.swept[0] if result.swept else "job")
-    if x not in result.columns:
-        raise ValueError(f"rmt-report: --x {x!r} is not a swept override; swept: {result.swept}")
     group_by = [k for k in result.swept if k != x]
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in metric)
     try:

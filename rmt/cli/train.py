@@ -12,18 +12,27 @@ exits with 128 + signal. Resuming a finished run says so, changes nothing and ex
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from rmt.cli import quiet_library_bars
 from rmt.config.schema import ConfigError  # importing the schema registers it and its resolvers
 from rmt.run import CheckpointError, discard_refused
+from rmt.sweep.jobs import record_failure
+from rmt.sweep.resume import is_sweep_dir, resume_sweep
 from rmt.train import trainer
 from rmt.train.resume import resume_config
+
+log = logging.getLogger(__name__)
 
 
 def run_config(cfg: DictConfig) -> DictConfig:
@@ -33,6 +42,14 @@ def run_config(cfg: DictConfig) -> DictConfig:
         return resume_config(cfg.resume, list(hydra_cfg.overrides.task))
     cfg.output_dir = hydra_cfg.runtime.output_dir
     return cfg
+
+
+def _given_fail_fast() -> bool | None:
+    """``sweep.fail_fast`` if the command line sets it (a resumed sweep keeps its own)."""
+    for item in HydraConfig.get().overrides.task:
+        if item.lstrip("+").startswith("sweep.fail_fast="):
+            return item.partition("=")[2].lower() == "true"
+    return None
 
 
 def discard_own_files(cfg: DictConfig) -> None:
@@ -54,14 +71,45 @@ def discard_own_files(cfg: DictConfig) -> None:
         discard_refused(run_dir)
 
 
+def refuse(message: str) -> NoReturn:
+    print(f"rmt-train: error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def train_sweep_job(cfg: DictConfig) -> dict:
+    """One job of ``rmt-train -m``: a failure is recorded in the job folder (``failed.json``,
+    shown by rmt-report) and the sweep goes on, unless ``sweep.fail_fast=true``."""
+    try:
+        return trainer.train(run_config(cfg))
+    except Exception as err:
+        reason = record_failure(HydraConfig.get().runtime.output_dir, err)
+        if cfg.sweep.fail_fast:
+            refuse(f"sweep job {HydraConfig.get().job.num} failed: {reason} (sweep.fail_fast=true)")
+        log.error("rmt-train: sweep job %s failed: %s; the sweep goes on (sweep.fail_fast=true "
+                  "stops it instead)", HydraConfig.get().job.num, reason)  # fmt: skip
+        return {"failed": reason}
+
+
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train; return the best validation metric (what Hydra sweepers optimise)."""
+    quiet_library_bars()
     try:
-        metrics = trainer.train(run_config(cfg))
+        if cfg.get("resume") and is_sweep_dir(cfg.resume):  # continue a whole sweep
+            metrics = resume_sweep(cfg.resume, fail_fast=_given_fail_fast())
+        elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            metrics = train_sweep_job(cfg)
+        else:
+            metrics = trainer.train(run_config(cfg))
     except (ConfigError, CheckpointError) as err:
         discard_own_files(cfg)
-        print(f"rmt-train: error: {err}", file=sys.stderr)
+        refuse(str(err))
+    except OSError as err:  # a full disk outside a checkpoint write (logs, metrics)
+        if err.errno != errno.ENOSPC:
+            raise
+        run = cfg.resume or HydraConfig.get().runtime.output_dir
+        print(f"rmt-train: error: disk full: writing {err.filename or run} failed. Free some "
+              f"space, then continue with rmt-train resume={run}.", file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
     if metrics.get("finished"):  # a resumed run that had nothing left to do (trainer logs it)
         discard_own_files(cfg)

@@ -32,7 +32,7 @@ from rmt.modeling.backbones import ENCODER_FAMILIES, minilm_path
 from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
 from rmt.modeling.config import ALIGNMENTS, RMTConfig, position_budget_error
 from rmt.modeling.memory import MECHANISMS
-from rmt.run import CONFIG_FILE, CheckpointError, claim_new_dir, claim_run_dir
+from rmt.run import CONFIG_FILE, MULTIRUN_FILE, CheckpointError, claim_new_dir, claim_run_dir
 from rmt.tasks import TASKS
 from rmt.tasks.base import task_class
 
@@ -179,6 +179,13 @@ class TrainerConfig:
 
 
 @dataclass
+class SweepConfig:
+    """How ``rmt-train -m`` treats a job that fails (see ``rmt.sweep.jobs``)."""
+
+    fail_fast: bool = False  # false: record the failure in the job folder and go on; true: stop
+
+
+@dataclass
 class TrainConfig:
     """Root config of ``rmt-train`` (``rmt/conf/train.yaml``)."""
 
@@ -192,6 +199,7 @@ class TrainConfig:
     task: Any = MISSING  # the schema of the task package task.type names (see typed())
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 GROUP_SCHEMAS = {
@@ -230,7 +238,8 @@ def typed(cfg: DictConfig | dict) -> DictConfig:
 
 def _refuse(err: Exception) -> NoReturn:
     """End the command from inside Hydra's resolution: one line, exit status 2, no traceback."""
-    print(f"rmt-train: error: {err}", file=sys.stderr)
+    program = "rmt-eval" if "eval" in Path(sys.argv[0]).name else "rmt-train"
+    print(f"{program}: error: {err}", file=sys.stderr)
     raise SystemExit(2) from None
 
 
@@ -241,6 +250,8 @@ def _run_dir(resume: str | None, fresh: str) -> str:
     mistyped path from leaving an empty folder tree behind.
     """
     if resume:
+        if (Path(resume) / MULTIRUN_FILE).is_file():  # a sweep folder: rmt.sweep.resume
+            return str(resume)
         if not (Path(resume) / CONFIG_FILE).is_file():
             _refuse(CheckpointError(
                 f"resume={resume}: {Path(resume) / CONFIG_FILE} not found; give the run folder "
@@ -254,7 +265,10 @@ def _new_dir(path: str) -> str:
     """A folder claimed atomically for this process (rank 0 of a launch; see claim_new_dir)."""
     if os.environ.get("RANK", "0") != "0":  # other ranks use rank 0's folder (trainer broadcast)
         return path
-    return str(claim_new_dir(path))
+    try:
+        return str(claim_new_dir(path))
+    except CheckpointError as err:  # a full disk
+        _refuse(err)
 
 
 def _hydra_subdir(resume: str | None, run_dir: str, stamp: str) -> str | None:
@@ -484,11 +498,12 @@ def _check_bptt(cfg: DictConfig) -> None:
 
 def _check_positions(cfg: DictConfig) -> None:
     bb, seg, mem = cfg.backbone, cfg.segment, cfg.memory
+    extra = MECHANISMS[mem.type].extra_positions(RMTConfig(**memory_kwargs(mem)))
     error = position_budget_error(
-        segment_size=seg.size, limit=_positions_limit(cfg),
-        extra=MECHANISMS[mem.type].extra_positions(RMTConfig(**memory_kwargs(mem))),
+        segment_size=seg.size, limit=_positions_limit(cfg), extra=extra,
         segment_key="segment.size", extra_key="memory positions",
-        hint=", or raise backbone.max_positions" if bb.pretrained is None else "",
+        hint=f", or raise backbone.max_positions to {seg.size + extra}"
+        if bb.pretrained is None else "",
     )  # fmt: skip
     if error:
         raise ConfigError(error)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
 import rmt
 from rmt.modeling.factory import MODEL_TYPE, load_model
-from rmt.run import CONFIG_FILE, STATE_FILE, CheckpointError, locate_best, read_json
+from rmt.run import CONFIG_FILE, STATE_FILE, CheckpointError, locate_best, read_config, read_json
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -93,14 +93,7 @@ def check(path: str | Path, *, strict_version: bool = True) -> Checkpoint:
             raise CheckpointError(message)
         warnings.warn(message, stacklevel=2)
 
-    try:
-        run_config = OmegaConf.load(config_yaml)
-    except Exception as exc:  # yaml errors come in several classes
-        raise CheckpointError(
-            f"{config_yaml} cannot be read as YAML ({exc}); copy it again."
-        ) from exc
-    if not isinstance(run_config, DictConfig):
-        raise CheckpointError(f"{config_yaml} does not hold a config mapping; copy it again.")
+    run_config = read_config(config_yaml)
     return Checkpoint(Path(path), best_dir, run_dir, run_config, state)
 
 

@@ -148,7 +148,7 @@ def run_eval(cfg) -> list:
         write_csv(rows, out / "results.csv")
         write_json(rows, out / "results.json", meta=meta)
         (out / "results.md").write_text(format_table(rows) + "\n")
-        print(format_table(rows, fmt="text"))
+        print(format_table(rows, fmt="text", percent=True))
     else:
         perplexity.write_results(rows, out, meta=meta)
         plot_segment_perplexity(rows, out / "perplexity_by_segment.png")

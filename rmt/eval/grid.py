@@ -112,7 +112,7 @@ def _score_cell(model, grid: Grid, cell: EvalCell, items, bar) -> dict[str, Cell
         del batch  # free this batch before the next one is built
         first = scores[grid.modes[0]]
         bar.set_postfix(
-            task=cell.task, length=cell.length, acc=f"{100 * first.correct / first.n:.0f}"
+            task=cell.task, length=cell.length, acc=f"{100 * first.correct / first.n:.0f}%"
         )
 
 
@@ -146,8 +146,8 @@ def _result(grid: Grid, cell: EvalCell, mode: str, s: CellScore) -> EvalResult:
         )
     return EvalResult(
         model=grid.name, mode=mode, task=cell.task, length=cell.length,
-        length_tokens=cell.tokens, accuracy=100.0 * s.correct / s.n,
-        exact_match=100.0 * s.exact / s.n, correct=s.correct, n=s.n,
+        length_tokens=cell.tokens, accuracy=s.correct / s.n,
+        exact_match=s.exact / s.n, correct=s.correct, n=s.n,
         seconds=round(s.seconds, 3), checkpoint=grid.checkpoint, scoring=grid.task.scoring,
     )  # fmt: skip
 

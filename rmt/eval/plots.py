@@ -1,8 +1,8 @@
 """Figures: the BABILong accuracy heatmap and the sweep plot of ``rmt-report``.
 
 The heatmap follows the BABILong paper figures: tasks as rows, input lengths as columns,
-the accuracy written in every cell, a red-yellow-green colour scale fixed to 0..100 so two
-figures can be compared by eye. Matplotlib runs on the Agg backend (no display needed).
+the accuracy written in every cell (percent), a red-yellow-green colour scale fixed to 0..1 so
+two figures can be compared by eye. Matplotlib runs on the Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -35,16 +35,17 @@ def plot_heatmap(
     fig_h = 1.0 + 0.45 * len(tasks)
     fig, ax = plt.subplots(figsize=(max(fig_w, 3.5), max(fig_h, 2.2)))
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="lightgrey")
-    image = ax.imshow(data, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    image = ax.imshow(data, cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i, line in enumerate(data):
         for j, v in enumerate(line):
-            text = "-" if math.isnan(v) else f"{v:.0f}"
+            text = "-" if math.isnan(v) else f"{100 * v:.0f}"  # percent, as the colour bar says
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black")
     ax.set_xticks(range(len(lengths)), labels=lengths)
     ax.set_yticks(range(len(tasks)), labels=tasks)
     ax.set_xlabel("input length (tokens)")
     ax.set_title(title or rows[0].model, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=value)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=f"{value} (%)")
+    bar.set_ticks([0, 0.25, 0.5, 0.75, 1], labels=["0", "25", "50", "75", "100"])
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -96,6 +97,7 @@ def plot_sweep(
         ax.set_xticks(range(len(categories)), labels=categories)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
+    ax.set_ylim(*y_range(y, [float(r[y]) for r in points]))
     ax.grid(alpha=0.3)
     if len(lines) > 1 or group_by:
         ax.legend(fontsize=8)
@@ -105,6 +107,19 @@ def plot_sweep(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def y_range(name: str, ys: list[float]) -> tuple[float, float]:
+    """Axis limits with a small margin that never leave the metric's range: no negative
+    values for a metric that is never negative, nothing above 1 for a fraction (accuracy)."""
+    low, high = min(ys), max(ys)
+    pad = (high - low) * 0.08 or 0.05 * max(abs(high), 1.0)
+    bottom, top = low - pad, high + pad
+    if low >= 0:
+        bottom = max(bottom, 0.0)
+    if high <= 1 and low >= 0 and any(tag in name.lower() for tag in ("acc", "exact")):
+        top = min(top, 1.0)
+    return bottom, top
 
 
 def _is_number(value) -> bool:

@@ -3,7 +3,8 @@
 One row is one (model, mode, task, length) cell of the BABILong picture. Rows are plain
 dataclasses so the same list feeds the CSV, the JSON, the printed table and the heatmaps,
 and a combined table over several checkpoints is just the concatenation of their rows.
-Accuracies are percentages (0..100), as in the BABILong figures.
+Accuracies are fractions (0..1) in every file, as in training's metrics.jsonl and summary.json;
+only the table printed on the console shows percent, and its caption says so.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class EvalResult:
         task: bAbI task name, e.g. ``"qa1"``.
         length: length label as configured, e.g. ``"4k"``.
         length_tokens: the same length in tokens (``4096``), used to order columns.
-        accuracy: percentage of samples judged correct by the task's rule (``scoring``).
-        exact_match: percentage of samples whose first output line equals the target.
-        correct: number of samples judged correct (``accuracy == 100 * correct / n``).
+        accuracy: fraction (0..1) of samples judged correct by the task's rule (``scoring``).
+        exact_match: fraction of samples whose first output line equals the target.
+        correct: number of samples judged correct (``accuracy == correct / n``).
         n: number of samples scored.
         seconds: wall time spent building, running and scoring this cell.
         checkpoint: path of the checkpoint folder that was read.
@@ -141,11 +142,14 @@ def grid(rows: Sequence[EvalResult], value: str = "accuracy"):
     return tasks, length_labels, matrix
 
 
-def format_table(rows: Sequence[EvalResult], value: str = "accuracy", fmt: str = "markdown") -> str:
+def format_table(rows: Sequence[EvalResult], value: str = "accuracy", fmt: str = "markdown",
+                 *, percent: bool = False) -> str:  # fmt: skip
     """Accuracy table: one line per (model, task), one column per length, plus the row mean.
 
     ``fmt="markdown"`` gives a GitHub table (for papers' notes and READMEs); ``"text"`` gives
     aligned columns for the console. Several checkpoints share one table (combined table).
+    Values are fractions as in the files; ``percent=True`` (the console) shows percent, and
+    a caption line above the table names the unit either way.
     """
     all_lengths: dict[str, int] = {}
     for row in rows:
@@ -160,22 +164,26 @@ def format_table(rows: Sequence[EvalResult], value: str = "accuracy", fmt: str =
             values = [cells.get((task, length)) for length in lengths]
             present = [v for v in values if v is not None]
             mean = sum(present) / len(present) if present else None
-            body.append([name, task, *(_fmt(v) for v in values), _fmt(mean)])
+            body.append([name, task, *(_fmt(v, percent) for v in values), _fmt(mean, percent)])
+    caption = f"{value} in percent (0-100)" if percent else f"{value} as a fraction (0-1)"
     if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines = [caption, "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "|".join("---" for _ in header) + "|")
         lines += ["| " + " | ".join(r) + " |" for r in body]
         return "\n".join(lines)
     if fmt == "text":
         widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
-        out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+        out = [caption, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
         out.append("  ".join("-" * w for w in widths))
         out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
         return "\n".join(out)
     raise ValueError(f"format_table: unknown fmt={fmt!r}; use 'markdown' or 'text'")
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _fmt(value: float | None, percent: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
 __all__ = [

@@ -31,10 +31,12 @@ def position_budget_error(
     need = segment_size + extra
     if limit is None or need <= limit:
         return None
+    fixes = "use fewer memory tokens"  # the memory alone may fill the limit: no segment fits
+    if limit - extra >= 1:
+        fixes = f"lower {segment_key} to {limit - extra} or {fixes}"
     return (
         f"{segment_key}={segment_size} + {extra_key}={extra} = {need} exceeds the backbone's "
-        f"position limit of {limit} positions; lower {segment_key} to {max(limit - extra, 1)} or use fewer "
-        f"memory tokens{hint}."
+        f"position limit of {limit} positions; {fixes}{hint}."
     )
 
 

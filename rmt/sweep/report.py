@@ -7,7 +7,9 @@ parameters; the shared ones go in the Markdown header), the final summary, the b
 every evaluation metric seen in ``metrics.jsonl``, the number of steps and the time. Jobs that
 crashed or are still running have no ``summary.json``: they stay in the table with status
 ``incomplete`` and whatever ``metrics.jsonl`` already holds, because a sweep table that hides
-failed jobs misleads.
+failed jobs misleads. A job that failed (``failed.json``, see :mod:`rmt.sweep.jobs`) shows its
+reason, and the jobs of the sweep's ``multirun.yaml`` that never started are listed as
+``not started``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from rmt.run import METRICS_FILE, SUMMARY_FILE, override_key, read_overrides
+from rmt.run import FAILED_FILE, METRICS_FILE, SUMMARY_FILE, override_key, read_overrides
+from rmt.sweep.jobs import read_sweep_jobs
 
 # metrics.jsonl keys that describe an event rather than measure the model
 _EVENT_KEYS = {
@@ -39,11 +42,12 @@ class Job:
     path: Path
     name: str
     overrides: dict[str, object]
-    status: str  # "done" (summary.json present) or "incomplete"
+    status: str  # done (summary.json) | failed (failed.json) | incomplete | not started
     summary: dict[str, object] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)  # best_<split>_<metric> from metrics.jsonl
     steps: int | None = None
     minutes: float | None = None
+    reason: str | None = None  # why a failed job failed
 
 
 @dataclass
@@ -79,8 +83,9 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, parsed
 
 
-def find_jobs(root: str | Path) -> list[Path]:
-    """Every folder under ``root`` that holds a Hydra job (``.hydra/overrides.yaml``)."""
+def find_jobs(root: str | Path, *, allow_none: bool = False) -> list[Path]:
+    """Every folder under ``root`` that holds a Hydra job (``.hydra/overrides.yaml``);
+    ``allow_none``: an empty list instead of an error when there is none."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -88,7 +93,7 @@ def find_jobs(root: str | Path) -> list[Path]:
             "e.g. outputs/multirun/<date>/<time>"
         )
     jobs = [p.parent.parent for p in root.rglob(".hydra/overrides.yaml")]
-    if not jobs:
+    if not jobs and not allow_none:
         raise FileNotFoundError(
             f"rmt-report: no Hydra job folder (with .hydra/overrides.yaml) under {root}; "
             "pass the folder that `rmt-train -m ...` printed (outputs/multirun/<date>/<time>)"
@@ -126,6 +131,13 @@ def read_job(path: Path, root: Path) -> Job:
                 "delete it to report the job as incomplete"
             ) from exc
 
+    reason = None
+    if (path / FAILED_FILE).is_file():
+        status = "failed"
+        try:
+            reason = str(json.loads((path / FAILED_FILE).read_text()).get("reason"))
+        except (json.JSONDecodeError, AttributeError):
+            reason = f"{FAILED_FILE} is damaged"
     best, steps = _best_from_metrics(path / METRICS_FILE)
     summary_steps = summary.get("steps", summary.get("step"))
     if _is_number(summary_steps):
@@ -139,13 +151,27 @@ def read_job(path: Path, root: Path) -> Job:
         minutes = float(summary["seconds"]) / 60
     if minutes is None:
         minutes = _minutes_from_files(path)
-    return Job(path, name, overrides, status, summary, best, steps, minutes)
+    return Job(path, name, overrides, status, summary, best, steps, minutes, reason)
+
+
+def all_jobs(root: Path) -> list[Job]:
+    """The jobs found on disk, and those of the sweep's ``multirun.yaml`` that never started
+    (a sweep stopped by a signal, or by ``sweep.fail_fast``), in job order."""
+    found = {p: read_job(p, root) for p in find_jobs(root, allow_none=True)}
+    planned = read_sweep_jobs(root) or []
+    for num, overrides in enumerate(planned):
+        path = root / str(num)
+        if path not in found:
+            found[path] = Job(path, str(num), dict(map(parse_override, overrides)), "not started")
+    if not found:
+        find_jobs(root)  # raises, naming what a sweep folder holds
+    return [found[p] for p in sorted(found, key=_job_sort_key)]
 
 
 def collect(root: str | Path) -> SweepReport:
     """Read every job of the sweep under ``root`` into one table."""
     root = Path(root)
-    jobs = [read_job(p, root) for p in find_jobs(root)]
+    jobs = all_jobs(root)
     keys: list[str] = []
     for job in jobs:
         keys += [k for k in job.overrides if k not in keys]
@@ -168,10 +194,13 @@ def collect(root: str | Path) -> SweepReport:
             if k not in summary_keys and k not in _SUMMARY_SKIP and _is_scalar(v)
         ]
         best_keys += [k for k in job.best if k not in best_keys]
-    columns = ["job", "status", *swept, *summary_keys, *best_keys, "steps", "minutes"]
+    reason = ["reason"] if any(job.reason for job in jobs) else []
+    columns = ["job", "status", *reason, *swept, *summary_keys, *best_keys, "steps", "minutes"]
     records = []
     for job in jobs:
         rec: dict[str, object] = {"job": job.name, "status": job.status}
+        if reason:
+            rec["reason"] = job.reason
         rec.update({k: job.overrides.get(k) for k in swept})
         rec.update({k: job.summary.get(k) for k in summary_keys})
         rec.update({k: job.best.get(k) for k in best_keys})

@@ -224,7 +224,21 @@ def read_files(path: str | Path, max_docs: int | None = None) -> list[str]:
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
     if not files:
         raise TextSourceError(f"no .txt files in {path}; put text files there or use 'builtin'")
-    return [f.read_text(encoding="utf-8", errors="replace") for f in files[: max_docs or None]]
+    return [_read_text(f) for f in files[: max_docs or None]]
+
+
+def _read_text(file: Path) -> str:
+    """One text file; a binary file (NUL bytes, not UTF-8) is refused, naming it, rather than
+    read as replacement characters."""
+    data = file.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeError
+        return data.decode("utf-8")
+    except UnicodeError:
+        raise TextSourceError(
+            f"{file} is not UTF-8 text (a binary file?); give plain .txt files or use 'builtin'"
+        ) from None
 
 
 def read_dataset(dataset: str, split: str, column: str, max_docs: int | None) -> list[str]:

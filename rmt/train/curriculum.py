@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rmt.errors import ConfigError
 from rmt.tasks.base import Task, stable_int
 
 FRESH_CHUNK_BATCHES = 1000  # endless tasks: batches per "epoch" of newly made samples
@@ -64,12 +65,7 @@ def train_loader(
 ) -> DataLoader:
     """Training batches of ``stage``: segment counts drawn per batch by the curriculum."""
     stage_cfg = cfg.task.curriculum[stage]
-    if task.endless:  # new samples in every chunk: the seed changes, the sampler makes one pass
-        seed = stable_int("train-chunk", cfg.trainer.seed, stage, epoch) >> 1
-        num_samples = batch_size * FRESH_CHUNK_BATCHES
-    else:
-        seed, num_samples = cfg.trainer.seed, cfg.task.train_samples
-    dataset = task.dataset("train", stage=stage, seed=seed, num_samples=num_samples)
+    dataset = _train_dataset(task, cfg, stage, epoch=epoch, batch_size=batch_size)
     sampler = CurriculumBatchSampler(
         len(dataset),
         batch_size,
@@ -81,6 +77,32 @@ def train_loader(
     )
     sampler.set_epoch(epoch)
     return _loader(task, cfg, dataset, sampler)
+
+
+def _train_dataset(task: Task, cfg: DictConfig, stage: int, *, epoch: int, batch_size: int):
+    if task.endless:  # new samples in every chunk: the seed changes, the sampler makes one pass
+        seed = stable_int("train-chunk", cfg.trainer.seed, stage, epoch) >> 1
+        num_samples = batch_size * FRESH_CHUNK_BATCHES
+    else:
+        seed, num_samples = cfg.trainer.seed, cfg.task.train_samples
+    dataset = task.dataset("train", stage=stage, seed=seed, num_samples=num_samples)
+    if len(dataset) < batch_size:  # a finite set (bAbI files, train_samples) too small
+        raise ConfigError(
+            f"task.curriculum.{stage} keeps {len(dataset)} training samples (its min_facts/"
+            f"max_facts bounds over the data), fewer than one batch of trainer.batch_size="
+            f"{batch_size}; widen the stage's bounds, give more data, or set "
+            f"trainer.batch_size={max(len(dataset), 1)}."
+        )
+    return dataset
+
+
+def check_train_sizes(task: Task, cfg: DictConfig, *, batch_size: int) -> None:
+    """Before the first step: every stage of a finite training set fills one batch (a stage
+    that does not would stop the run when it starts, maybe hours in)."""
+    if task.endless:
+        return
+    for stage in range(len(cfg.task.curriculum)):
+        _train_dataset(task, cfg, stage, epoch=0, batch_size=batch_size)
 
 
 def valid_loader(task: Task, cfg: DictConfig, stage: int, *, batch_size: int) -> DataLoader:

@@ -18,6 +18,7 @@ from rmt.run import (
     SUMMARY_FILE,
     CheckpointError,
     override_key,
+    read_config,
     read_json,
     read_state,
     resolve_checkpoint,
@@ -37,7 +38,10 @@ def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> DictConfi
             f"resume={str(run_dir)!r}: {cfg_file} not found; give the run folder written by "
             "rmt-train (it holds config.yaml, metrics.jsonl and last/)."
         )
-    cfg = typed(OmegaConf.load(cfg_file))
+    cfg = typed(read_config(cfg_file, fix=(
+        f"it is damaged. Restore it ({run_dir / 'best' / CONFIG_FILE} holds the config of the "
+        "same run), or start a new run."
+    )))  # fmt: skip
     plain = []
     for item in overrides:
         key = override_key(item)

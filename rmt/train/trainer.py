@@ -127,6 +127,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.task = build.task_for(cfg, self.tokenizer)
         self.task.preflight()
+        curriculum.check_train_sizes(self.task, cfg, batch_size=cfg.trainer.batch_size)
         if cfg.resume:
             self.resume()
         self.seconds_before = self.progress.seconds
@@ -168,9 +169,7 @@ class Trainer:
     def fit(self) -> str:
         """Train until a stop condition; returns why it stopped (summary's ``stopped``)."""
         self._log_start()
-        tr = self.cfg.trainer
-        self.bar = tqdm(total=tr.max_steps, initial=self.progress.step, desc="train",
-                        disable=not (self.main and tr.progress_bar), dynamic_ncols=True)  # fmt: skip
+        self.bar = self._progress_bar()
         self.window = Window()
         self.model.train()
         stopped = None
@@ -185,6 +184,26 @@ class Trainer:
                 stopped = self._train_epoch()
         self.bar.close()
         return stopped
+
+    def _progress_bar(self) -> tqdm:
+        """Steps out of ``max_steps``; under a time budget, seconds out of the budget, so the
+        ETA is the budget's (``max_steps`` is then only a cap, often far away)."""
+        tr, show = self.cfg.trainer, self.main and self.cfg.trainer.progress_bar
+        if tr.max_minutes is None:
+            return tqdm(total=tr.max_steps, initial=self.progress.step, desc="train",
+                        disable=not show, dynamic_ncols=True)  # fmt: skip
+        budget = round(tr.max_minutes * 60)
+        return tqdm(total=budget, initial=min(int(self.elapsed()), budget), unit="s",
+                    desc=f"train step {self.progress.step}", disable=not show, dynamic_ncols=True,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s of the "
+                    "time budget [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+
+    def _advance_bar(self) -> None:
+        if self.cfg.trainer.max_minutes is None:
+            self.bar.update(1)
+            return
+        self.bar.set_description_str(f"train step {self.progress.step}", refresh=False)
+        self.bar.update(max(min(int(self.elapsed()), self.bar.total) - self.bar.n, 0))
 
     def _train_epoch(self) -> str | None:
         """Batches of the current stage from the saved data position, until the stage ends,
@@ -205,7 +224,7 @@ class Trainer:
             if not acc.sync_gradients:
                 continue
             p.step += 1
-            self.bar.update(1)
+            self._advance_bar()
             self._after_step(batch)
             stopped = self._should_stop()
             if stopped is not None:
@@ -262,9 +281,6 @@ class Trainer:
             "loss": f"{values['loss']:.3f}",
             self.task.metric: self.last_valid.get(self.task.metric),
         }
-        max_minutes = self.cfg.trainer.max_minutes
-        if max_minutes is not None:  # the step ETA means little under a budget
-            postfix["budget_left"] = f"{max_minutes - self.elapsed() / 60:.1f}min"
         self.bar.set_postfix(postfix)
         self.window = Window()
 
@@ -336,6 +352,13 @@ class Trainer:
         result.update(stage=p.stage, segments=max(self.stages[p.stage].segments),
                       minutes=self.elapsed() / 60)  # fmt: skip
         self.metrics.log("valid", p.step, result)
+        log.info(
+            "valid step %d | %s",
+            p.step,
+            " | ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+            ),
+        )  # fmt: skip  (train.log keeps the validations, not only metrics.jsonl)
         if self.main and records:  # what rmt-eval reproduces: each sample's prompt and answer
             write_jsonl(predictions_file(self.run_dir, p.step), records)
         if self._improves(result[self.task.metric]):

@@ -45,6 +45,7 @@ class BabiSample:
 
 _TASK_FROM_NAME = re.compile(r"qa(\d+)_")
 _LINE = re.compile(r"^(\d+) (.*)$")
+_ENDS_WITH_IDS = re.compile(r"\s\d+\s*$")  # "... kitchen 1": supporting ids, not a fact's end
 
 
 def task_from_filename(path: str | Path) -> str | None:
@@ -130,7 +131,7 @@ class _StoryReader:
             )
         self.prev_id = line_id
         if "\t" not in text:
-            if "?" in text:
+            if "?" in text or _ENDS_WITH_IDS.search(text):  # a question whose tabs were lost
                 raise BabiFormatError(
                     f"{where}: a question line without tabs: {line[:80]!r}; separate question, "
                     "answer and supporting numbers with tab characters (not '|' or spaces)"

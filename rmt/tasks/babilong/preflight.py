@@ -61,12 +61,7 @@ def check_stories(task, i: int, stage, name: str, stories: Sequence[BabiSample])
     low, high = task.facts(stage)
     kept = within_facts([s for s in stories if s.task == name], low, high)
     if not kept:
-        sizes = sorted(len(s.facts) for s in stories if s.task == name)
-        raise ConfigError(
-            f"task.curriculum[{i}]: task.min_facts/max_facts={low}/{high} keep none of the "
-            f"{len(sizes)} {name} stories in task.path={task.cfg.path} (they have "
-            f"{sizes[0] if sizes else 0} to {sizes[-1] if sizes else 0} facts); widen the bounds."
-        )
+        raise ConfigError(_none_kept(task, i, stage, name, stories))
     for n in sorted(set(stage.segments)):
         total = n * task.segment_size
         why = overflow(_largest(task, stage, name, kept), total)
@@ -78,6 +73,28 @@ def check_stories(task, i: int, stage, name: str, stories: Sequence[BabiSample])
                 f"{name} stories of task.path (up to {max(len(s.facts) for s in kept)} facts) "
                 f"do not fit ({why}); {hint}. {FIX}"
             )
+
+
+def _none_kept(task, i: int, stage, name: str, stories: Sequence[BabiSample]) -> str:
+    """Why the stage keeps no story, with the bound to change (the stage's own key, if set)."""
+    low, high = task.facts(stage)
+    sizes = sorted(len(s.facts) for s in stories if s.task == name)
+    if not sizes:
+        return f"task.path={task.cfg.path} has no {name} story; give the files of task.tasks."
+    keys = {
+        bound: f"task.curriculum.{i}.{bound}" if getattr(stage, bound) is not None else
+        f"task.{bound}" for bound in ("min_facts", "max_facts")
+    }  # fmt: skip
+    fix = (
+        f"set {keys['max_facts']}={sizes[0]} or more"
+        if high is not None and high < sizes[0]
+        else f"set {keys['min_facts']}={sizes[-1]} or less"
+    )
+    return (
+        f"task.curriculum[{i}]: min_facts/max_facts={low}/{high} keep none of the {len(sizes)} "
+        f"{name} stories in task.path={task.cfg.path} (they have {sizes[0]} to {sizes[-1]} "
+        f"facts); {fix}."
+    )
 
 
 def check_rows(i: int, stage, dataset, segment_size: int) -> None:

@@ -9,6 +9,7 @@ DatasetDict with task splits). Format rows with :class:`rmt.tasks.babilong.datas
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 REQUIRED_COLUMNS = ("input", "question", "target")
@@ -38,7 +39,49 @@ def _from_file(path: Path):
             f"{path}: unsupported file type; use .json, .jsonl or .parquet with columns "
             f"{list(REQUIRED_COLUMNS)}"
         )
-    return datasets.load_dataset(builder, data_files=str(path), split="train")
+    if builder == "json":
+        _check_json_rows(path)
+    try:
+        data = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as err:  # datasets wraps the parser's error; name the file instead
+        raise BabilongLoadError(
+            f"{path} cannot be read as {builder} rows ({type(err).__name__}: {err}); give rows "
+            f"with columns {list(REQUIRED_COLUMNS)}"
+        ) from None
+    if len(data) == 0:
+        raise BabilongLoadError(f"{path} holds no rows; {_ROWS_FIX}")
+    return data
+
+
+_ROWS_FIX = (
+    "give one JSON object per line with keys "
+    f"{list(REQUIRED_COLUMNS)} (or a .json list of such objects)"
+)
+
+
+def _check_json_rows(path: Path) -> None:
+    """A .json/.jsonl file is text with at least one row, each line (or the whole file) JSON:
+    checked here so that the error names the file and line, not a ``datasets`` internal."""
+    data = path.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeError
+        text = data.decode("utf-8")
+    except UnicodeError:
+        raise BabilongLoadError(f"{path} is not UTF-8 text (a binary file?); {_ROWS_FIX}") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise BabilongLoadError(f"{path} is empty; {_ROWS_FIX}")
+    try:
+        json.loads(text)  # one JSON document (a .json list, or a one-row .jsonl)
+        return
+    except json.JSONDecodeError:
+        pass
+    for n, line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BabilongLoadError(f"{path}:{n}: not valid JSON ({err}); {_ROWS_FIX}") from None
 
 
 def _is_saved_dataset(path: Path) -> bool:

@@ -25,7 +25,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from rmt.errors import ConfigError
 from rmt.tasks.babilong import preflight
 from rmt.tasks.babilong.babi import BabiFormatError
-from rmt.tasks.babilong.background import make_background
+from rmt.tasks.babilong.background import BackgroundError, make_background
 from rmt.tasks.babilong.config import AUX_LABELS, BACKGROUND_KINDS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
 from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
@@ -409,5 +409,9 @@ def shared_builder(tokenizer, background, seed: int) -> HaystackBuilder:
     if key not in _BUILDERS:
         if len(_BUILDERS) >= 2:
             _BUILDERS.pop(next(iter(_BUILDERS)))
-        _BUILDERS[key] = HaystackBuilder(tokenizer, make_background(**bg_kwargs, seed=seed))
+        try:
+            background_text = make_background(**bg_kwargs, seed=seed)
+        except BackgroundError as err:  # an empty or binary file, a folder without text
+            raise ConfigError(f"task.background: {err}.") from err
+        _BUILDERS[key] = HaystackBuilder(tokenizer, background_text)
     return _BUILDERS[key]
