@@ -31,7 +31,7 @@ def main() -> None:
             raise SystemExit(f"plot_signature: {path} holds no results")
         # one row per run: the run's label takes the task column's place
         rows += [dataclasses.replace(r, task=label or r.model, model="runs") for r in found]
-    print(format_table(rows))
+    print(format_table(rows, percent=True))
     plot_heatmap(rows, args.out, title=args.title)
     print(f"wrote {args.out}")
 

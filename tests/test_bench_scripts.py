@@ -301,7 +301,7 @@ def test_plot_signature_puts_each_run_on_its_own_row(tmp_path):
         ]  # fmt: skip
         return write_csv(rows, tmp_path / f"{name}.csv")
 
-    a, b = results("rmt", [100.0, 95.0, 42.5]), results("nomem", [20.0, 18.5, 18.5])
+    a, b = results("rmt", [1.0, 0.95, 0.425]), results("nomem", [0.2, 0.185, 0.185])
     out = tmp_path / "sig.png"
     done = subprocess.run(
         [sys.executable, SCRIPTS / "plot_signature.py", f"{a}=RMT", f"{b}=no memory", "--out", out],

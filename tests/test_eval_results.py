@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def rows():
         _row("qa2", "0k", 0, 2, mode="baseline"),
         _row("qa2", "4k", 4096, 1, mode="baseline"),
     ]
+
+
+def test_csv_written_in_percent_reads_back_as_fractions(rows, tmp_path: Path):
+    # results.csv files written before accuracy became a fraction everywhere held percent
+    old = [dataclasses.replace(r, accuracy=100 * r.accuracy, exact_match=100 * r.exact_match)
+           for r in rows]  # fmt: skip
+    write_csv(old, tmp_path / "results.csv")
+    back = read_csv(tmp_path / "results.csv")
+    assert [r.accuracy for r in back] == pytest.approx([r.accuracy for r in rows])
+    assert [r.exact_match for r in back] == pytest.approx([r.exact_match for r in rows])
 
 
 def test_csv_json_roundtrip(rows, tmp_path: Path):

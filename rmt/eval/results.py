@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,18 @@ def write_csv(rows: Sequence[EvalResult], path: str | Path) -> Path:
 
 
 def read_csv(path: str | Path) -> list[EvalResult]:
-    """Read a ``results.csv`` back into rows (used by tests and to re-plot old results)."""
+    """Read a ``results.csv`` back into rows (used by tests and to re-plot old results).
+
+    Accuracy comes back as a fraction, also from files written when it was in percent (told
+    apart by ``correct / n``)."""
     rows = []
     with Path(path).open(newline="") as f:
         for rec in csv.DictReader(f):
+            accuracy, exact_match = float(rec["accuracy"]), float(rec["exact_match"])
+            correct, n = int(rec["correct"]), int(rec["n"])
+            if correct and n and math.isclose(accuracy, 100 * correct / n, abs_tol=1e-6):
+                # written before accuracy became a fraction in every file: percent
+                accuracy, exact_match = accuracy / 100, exact_match / 100
             rows.append(
                 EvalResult(
                     model=rec["model"],
@@ -91,10 +100,10 @@ def read_csv(path: str | Path) -> list[EvalResult]:
                     task=rec["task"],
                     length=rec["length"],
                     length_tokens=int(rec["length_tokens"]),
-                    accuracy=float(rec["accuracy"]),
-                    exact_match=float(rec["exact_match"]),
-                    correct=int(rec["correct"]),
-                    n=int(rec["n"]),
+                    accuracy=accuracy,
+                    exact_match=exact_match,
+                    correct=correct,
+                    n=n,
                     seconds=float(rec["seconds"]),
                     checkpoint=rec["checkpoint"],
                     scoring=rec.get("scoring", ""),
