@@ -29,7 +29,7 @@ COMMON = [
     "debug=fast", "trainer.progress_bar=false", "task=babilong_qa1", "task.min_facts=1",
     "task.max_facts=1", "task.curriculum=[{segments:[1],steps:3},{segments:[1,2],steps:3,max_ratio:0.5}]",
     "trainer.max_steps=6", "trainer.eval_every=2", "backbone.dropout=0.1",
-    "optim.scheduler.warmup_steps=2",
+    "optim.scheduler.warmup_steps=2", "trainer.aux_lm_loss=1.0",  # its loss must resume exactly too
 ]  # fmt: skip
 
 RUNS = {  # name -> signals sent at a micro-batch (RMT_PROBE_SIGNALS), None for a plain run
