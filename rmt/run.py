@@ -427,15 +427,22 @@ def discard_refused(folder: str | os.PathLike, *, keep_run: bool = True) -> None
     """Remove what a refused command created: ``folder`` and its parents that are left empty.
 
     ``keep_run``: leave a folder that holds run data (metrics.jsonl, last/, best/, summary.json)
-    untouched. Parents are removed only up to the working directory, and only when empty.
+    untouched. Only a folder that holds nothing but Hydra's ``.hydra/`` and log files is removed,
+    never the working directory or one above it; parents are removed only up to the working
+    directory, and only when empty.
     """
     folder = Path(folder).absolute()
     if not folder.is_dir():
         return
     if keep_run and any((folder / n).exists() for n in (METRICS_FILE, LAST, BEST, SUMMARY_FILE)):
         return
+    cwd = Path.cwd().absolute()
+    if folder == cwd or folder in cwd.parents:
+        return  # hydra.run.dir=. (or above): never remove the folder the user works in
+    if any(p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in folder.iterdir()):
+        return  # it holds more than Hydra wrote for this command: not ours to remove
     shutil.rmtree(folder, ignore_errors=True)
-    cwd, parent = Path.cwd().absolute(), folder.parent
+    parent = folder.parent
     while parent != cwd and cwd in parent.parents:
         try:
             parent.rmdir()  # only succeeds when empty

@@ -166,6 +166,16 @@ def test_rmt_eval_damaged_best_config_json(data, wanted, finished, cwd, monkeypa
     assert f"{run / 'best' / 'config.json'} {wanted}" in line and "Copy the run folder" in line
 
 
+def test_refused_rmt_eval_leaves_no_folder_behind(finished, cwd, monkeypatch, capsys):
+    run = cwd / "run"
+    shutil.copytree(finished, run)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    line = refused(monkeypatch, capsys, f"checkpoint={run}", f"hydra.run.dir={run / 'eval'}",
+                   cli="rmt-eval")  # fmt: skip
+    assert "never writes into a checkpoint" in line
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # no eval/eval.log
+
+
 # -------------------------------------------------------------------------- config advice
 def test_too_many_memory_tokens_get_advice_that_works(cwd, monkeypatch, capsys):
     line = refused(monkeypatch, capsys, *FAST, "memory.num_tokens=40")

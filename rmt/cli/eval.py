@@ -12,6 +12,7 @@ data file) ends with a one-paragraph message and exit status 2, not a stack trac
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,9 +21,10 @@ from omegaconf import DictConfig
 from rmt.cli import quiet_library_bars
 from rmt.eval import evaluate
 from rmt.eval.config import register_configs
-from rmt.run import CheckpointError
+from rmt.run import CheckpointError, discard_refused
 
 register_configs()
+RESULT_FILES = ("results.csv", "results.json")  # an earlier evaluation's: never removed
 
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
@@ -34,6 +36,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         rows = evaluate.run_eval(cfg)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        if not any((Path(cfg.output_dir) / name).exists() for name in RESULT_FILES):
+            discard_refused(cfg.output_dir)  # the folder Hydra made for this refused command
         print(f"rmt-eval: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     return evaluate.main_value(rows)
