@@ -5,6 +5,8 @@ separate ``rmt-train`` process, skipped when its summary.json exists), then read
 best validation accuracy and writes a markdown table and a plot. Prints the rows as JSON.
 
     python scripts/retrieval_capacity.py run --n 1 2 4 8 --out outputs/retrieval_capacity
+    # or one process per memory, side by side:
+    python scripts/retrieval_capacity.py run --memories armt --out outputs/retrieval_capacity
     python scripts/retrieval_capacity.py report --out outputs/retrieval_capacity \
         --plot docs/img/retrieval_capacity.png
 """
@@ -42,7 +44,7 @@ def command(
 
 def run(args) -> None:
     for n in args.n:  # by N, both memories: a partial sweep still compares pairs of runs
-        for memory in MEMORIES:
+        for memory in args.memories:
             run_dir = Path(args.out) / f"{memory}_n{n}"
             if (run_dir / "summary.json").exists():
                 continue
@@ -65,14 +67,17 @@ def rows(out: Path) -> list[dict]:
 
 
 def table(found: list[dict]) -> str:
-    """Markdown: N rows, one best-accuracy column per memory, and ARMT - RMT."""
+    """Markdown: N rows, one best-accuracy column per memory, ARMT - RMT, and the steps each run
+    made (a run stops at trainer.max_steps or at its trainer.max_minutes, whichever comes first)."""
     by = {(r["memory"], r["n"]): r for r in found}
-    lines = ["| N pairs | RMT accuracy % | ARMT accuracy % | ARMT - RMT |", "|---|---|---|---|"]
+    lines = ["| N pairs | RMT accuracy % | ARMT accuracy % | ARMT - RMT | steps (RMT / ARMT) |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for n in sorted({r["n"] for r in found}):
         rmt, armt = by.get(("tokens", n)), by.get(("armt", n))
         cells = [f"{r['best_accuracy']:.1f}" if r else "-" for r in (rmt, armt)]
         diff = f"{armt['best_accuracy'] - rmt['best_accuracy']:+.1f}" if rmt and armt else "-"
-        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {diff} |")
+        steps = " / ".join(str(r["steps"]) if r else "-" for r in (rmt, armt))
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {diff} | {steps} |")
     return "\n".join(lines)
 
 
@@ -111,7 +116,8 @@ def main() -> None:
     parser.add_argument("action", choices=["run", "report"])
     parser.add_argument("--out", default="outputs/retrieval_capacity")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--pairs-per-segment", type=int, default=4)
+    parser.add_argument("--memories", nargs="+", choices=list(MEMORIES), default=list(MEMORIES))
+    parser.add_argument("--pairs-per-segment", type=int, default=1)
     parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
     parser.add_argument("--plot", default=None, help="the plot's path (default: OUT/capacity.png)")
     parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")

@@ -126,7 +126,7 @@ def test_capacity_script_commands_validate_and_report_pairs_runs(tmp_path):
     """scripts/retrieval_capacity.py: every run it launches is a valid config, and the report
     puts RMT and ARMT side by side per N (from summary.json files, as rmt-train writes them)."""
     for n in (2, 16):
-        cmd = rc.command("armt", n, 4, tmp_path / "run", [])
+        cmd = rc.command("armt", n, 1, tmp_path / "run", [])
         cfg = compose_config([a for a in cmd[3:] if not a.startswith("hydra.")])
         validate(cfg)
         assert cfg.memory.type == "armt" and cfg.task.num_pairs == n
@@ -135,4 +135,4 @@ def test_capacity_script_commands_validate_and_report_pairs_runs(tmp_path):
         summary = {"steps": 4, "best_metric": best, "final_accuracy": best, "minutes": 0.1}
         (tmp_path / f"{memory}_n{n}" / "summary.json").write_text(json.dumps(summary))
     lines = rc.table(rc.rows(tmp_path)).splitlines()
-    assert lines[2:] == ["| 2 | 50.0 | 75.0 | +25.0 |", "| 4 | 25.0 | - | - |"]
+    assert lines[2:] == ["| 2 | 50.0 | 75.0 | +25.0 | 4 / 4 |", "| 4 | 25.0 | - | - | 4 / - |"]
