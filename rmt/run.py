@@ -439,7 +439,9 @@ def discard_refused(folder: str | os.PathLike, *, keep_run: bool = True) -> None
     cwd = Path.cwd().absolute()
     if folder == cwd or folder in cwd.parents:
         return  # hydra.run.dir=. (or above): never remove the folder the user works in
-    if any(p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in folder.iterdir()):
+    if any(
+        p.name != ".hydra" and not (p.is_file() and p.suffix == ".log") for p in folder.iterdir()
+    ):
         return  # it holds more than Hydra wrote for this command: not ours to remove
     shutil.rmtree(folder, ignore_errors=True)
     parent = folder.parent

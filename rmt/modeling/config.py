@@ -141,7 +141,9 @@ class RMTConfig(PreTrainedConfig):
                 f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
             )
         std = self.memory_init_std
-        if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or std <= 0):
+        if std is not None and (
+            isinstance(std, bool) or not isinstance(std, (int, float)) or std <= 0
+        ):
             raise ValueError(
                 f"memory_init_std={std!r}: use a positive number (1.0, the scale of the backbone's "
                 "normalised outputs) or None (the backbone's initializer_range)."
