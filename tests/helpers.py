@@ -272,3 +272,23 @@ def pad_batch(seqs, side="left"):
         cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
         ids[i, cols], mask[i, cols] = s, 1
     return ids, mask
+
+
+def written_memory_grads(model, ids, labels):
+    """Forward/backward recording the memory written by every segment (through the core's
+    ``_run_segment``); returns their gradients and the learned first memory's gradient."""
+    written = []
+    original = model._run_segment
+
+    def recording(*args):
+        new_mem, sel = original(*args)
+        new_mem.retain_grad()
+        written.append(new_mem)
+        return new_mem, sel
+
+    model._run_segment = recording
+    try:
+        model(ids, labels=labels).loss.backward()
+    finally:
+        del model._run_segment
+    return [w.grad for w in written], model.memory.tokens.grad

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import written_memory_grads
 from transformers import AutoModelForCausalLM
 
 from rmt import RMTConfig, RMTForCausalLM
@@ -132,25 +133,6 @@ def test_lm_head_runs_only_on_labelled_positions(tiny_rmt):
 
 
 # ---------------------------------------------------------------- truncated BPTT
-def _memory_grads(model, ids, labels):
-    """Run forward/backward recording the memory written by every segment; return their grads."""
-    written = []
-    original = model._run_segment
-
-    def recording(*args):
-        new_mem, sel = original(*args)
-        new_mem.retain_grad()
-        written.append(new_mem)
-        return new_mem, sel
-
-    model._run_segment = recording
-    try:
-        model(ids, labels=labels).loss.backward()
-    finally:
-        del model._run_segment
-    return [w.grad for w in written], model.memory.tokens.grad
-
-
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, -1])
 def test_bptt_depth_cuts_exactly(tiny_rmt, depth):
     n = 5
@@ -158,7 +140,7 @@ def test_bptt_depth_cuts_exactly(tiny_rmt, depth):
     ids = rand_ids(1, 4 * n)
     labels = torch.full_like(ids, -100)
     labels[0, -2:] = ids[0, -2:]  # answer-only loss, in the last segment
-    grads, param_grad = _memory_grads(model, ids, labels)
+    grads, param_grad = written_memory_grads(model, ids, labels)
     # grads[s] is the memory written by segment s, read by segment s + 1.
     for s, g in enumerate(grads[:-1]):
         reads_at = s + 1
@@ -174,8 +156,8 @@ def test_truncation_keeps_recent_gradients_exact(tiny_rmt):
     labels[0, -2:] = ids[0, -2:]
     full = tiny_rmt("gpt2", mem=2, seg=4, bptt_depth=-1, segment_checkpointing=False).train()
     cut = tiny_rmt("gpt2", mem=2, seg=4, bptt_depth=1, segment_checkpointing=False).train()
-    g_full, _ = _memory_grads(full, ids, labels)
-    g_cut, _ = _memory_grads(cut, ids, labels)
+    g_full, _ = written_memory_grads(full, ids, labels)
+    g_cut, _ = written_memory_grads(cut, ids, labels)
     torch.testing.assert_close(g_full[-2], g_cut[-2])
 
 

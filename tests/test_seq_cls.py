@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import pad_batch, written_memory_grads
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from rmt import RMTConfig, RMTForSequenceClassification
@@ -44,21 +45,11 @@ def rand_ids(*shape, seed=1):
     return torch.randint(3, VOCAB, shape, generator=g)
 
 
-def padded(seqs, side):
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
-        ids[i, cols], mask[i, cols] = s, 1
-    return ids, mask
-
-
 # ---------------------------------------------------------------- the encoder itself
 @pytest.mark.parametrize("family", ENCODER_FAMILIES)
 def test_no_memory_one_segment_equals_encoder_plus_head(family):
     model = make(family, mem=0, seg=32, classifier_input="first_token")
-    ids, mask = padded([rand_ids(20, seed=2), rand_ids(13, seed=3)], "right")
+    ids, mask = pad_batch([rand_ids(20, seed=2), rand_ids(13, seed=3)], "right")
     with torch.no_grad():
         plain = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
         torch.testing.assert_close(
@@ -127,7 +118,7 @@ def test_padded_batch_equals_each_sample_alone(family, classifier_input, side):
         family, mem=3, seg=6, classifier_input=classifier_input, segment_alignment="center"
     )
     seqs = [rand_ids(n, seed=n) for n in (17, 5, 11)]  # partial segments: pads inside the calls
-    ids, mask = padded(seqs, side)
+    ids, mask = pad_batch(seqs, side)
     with torch.no_grad():
         batch = model(ids, attention_mask=mask)
         for i, s in enumerate(seqs):
@@ -141,7 +132,7 @@ def test_write_block_layout_on_an_encoder_is_also_exact():
     model = make("bert", mem=2, seg=6, memory_options={"write_block": True})
     assert model.memory.write_block
     seqs = [rand_ids(n, seed=n) for n in (14, 4)]
-    ids, mask = padded(seqs, "right")
+    ids, mask = pad_batch(seqs, "right")
     with torch.no_grad():
         batch = model(ids, attention_mask=mask).logits
         for i, s in enumerate(seqs):
@@ -151,25 +142,6 @@ def test_write_block_layout_on_an_encoder_is_also_exact():
 
 
 # ---------------------------------------------------------------- BPTT and checkpointing
-def _written_memory_grads(model, ids, labels):
-    """Forward/backward recording the memory written by every segment; return their grads."""
-    written = []
-    original = model._run_segment
-
-    def recording(*args):
-        new_mem, sel = original(*args)
-        new_mem.retain_grad()
-        written.append(new_mem)
-        return new_mem, sel
-
-    model._run_segment = recording
-    try:
-        model(ids, labels=labels).loss.backward()
-    finally:
-        del model._run_segment
-    return [w.grad for w in written], model.memory.tokens.grad
-
-
 @pytest.mark.parametrize("classifier_input", ["memory", "first_token"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, -1])
 def test_bptt_depth_cuts_exactly(classifier_input, depth):
@@ -178,7 +150,7 @@ def test_bptt_depth_cuts_exactly(classifier_input, depth):
         mem=2, seg=4, bptt_depth=depth, segment_checkpointing=False,
         classifier_input=classifier_input,
     ).train()  # fmt: skip
-    grads, param_grad = _written_memory_grads(model, rand_ids(1, 4 * n), torch.tensor([1]))
+    grads, param_grad = written_memory_grads(model, rand_ids(1, 4 * n), torch.tensor([1]))
     for s, g in enumerate(grads[:-1]):  # grads[s]: memory written by segment s, read by s + 1
         connected = depth == -1 or s + 1 >= n - depth
         assert ((g is not None) and g.abs().sum().item() > 0) == connected, (depth, s)
@@ -190,14 +162,14 @@ def test_truncation_keeps_recent_gradients_exact():
     ids, label = rand_ids(1, 16), torch.tensor([2])
     full = make(mem=2, seg=4, bptt_depth=-1, segment_checkpointing=False).train()
     cut = make(mem=2, seg=4, bptt_depth=1, segment_checkpointing=False).train()
-    g_full, _ = _written_memory_grads(full, ids, label)
-    g_cut, _ = _written_memory_grads(cut, ids, label)
+    g_full, _ = written_memory_grads(full, ids, label)
+    g_cut, _ = written_memory_grads(cut, ids, label)
     torch.testing.assert_close(g_full[-2], g_cut[-2])
 
 
 @pytest.mark.parametrize("family,depth", [("bert", -1), ("deberta-v2", 2)])
 def test_segment_checkpointing_same_gradients(family, depth):
-    ids, mask = padded([rand_ids(31, seed=6), rand_ids(19, seed=7)], "right")
+    ids, mask = pad_batch([rand_ids(31, seed=6), rand_ids(19, seed=7)], "right")
     grads = []
     for ckpt in (False, True):
         model = make(family, mem=3, seg=5, bptt_depth=depth, segment_checkpointing=ckpt).train()
