@@ -50,6 +50,10 @@ def test_lm_is_registered_with_its_schema(tok):
         )
     with pytest.raises(ConfigError, match="task.source.path"):
         validate(typed(compose_config([*LM, "task.source.kind=files", "task.source.path=/nope"])))
+    with pytest.raises(ConfigError, match="task.source.kind=hf needs task.source.dataset"):
+        validate(typed(compose_config([*LM, "task.source.kind=hf"])))
+    with pytest.raises(ConfigError, match="task.source.kind='web' is not valid"):
+        validate(typed(compose_config([*LM, "task.source.kind=web"])))
 
 
 def test_windows_splits_and_documents(tok, tmp_path):

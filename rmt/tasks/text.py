@@ -22,7 +22,28 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rmt.errors import ConfigError
+
 TEXT_KINDS = ("builtin", "files", "hf")
+
+
+def check_text_source(src, key: str, *, files_hint: str, hf_hint: str) -> None:
+    """Compose-time check of a text-source node (``kind``, ``path``, ``dataset``), before any
+    text is read; errors name the node's config key (``task.background``, ``task.source``)."""
+    if src.kind not in TEXT_KINDS:
+        raise ConfigError(
+            f"{key}.kind={src.kind!r} is not valid; choose one of {', '.join(TEXT_KINDS)}."
+        )
+    if src.kind == "files" and (src.path is None or not Path(src.path).exists()):
+        raise ConfigError(
+            f"{key}.path={src.path!r} does not exist; give {files_hint}, or use "
+            f"{key}.kind=builtin for the offline text."
+        )
+    if src.kind == "hf" and not src.dataset:
+        raise ConfigError(
+            f"{key}.kind=hf needs {key}.dataset: a Hub id such as {hf_hint} or a local "
+            "save_to_disk folder."
+        )
 
 
 class TextSourceError(ValueError):

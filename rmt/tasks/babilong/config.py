@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rmt.tasks.base import CurriculumStage, TaskConfig
+from rmt.tasks.text import TEXT_KINDS
 
-BACKGROUND_KINDS = ("builtin", "files", "hf")
+BACKGROUND_KINDS = TEXT_KINDS  # the background is a text source (rmt.tasks.text)
 AUX_LABELS = ("question_subject", "fact_subject")
 
 

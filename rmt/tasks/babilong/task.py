@@ -26,7 +26,7 @@ from rmt.errors import ConfigError
 from rmt.tasks.babilong import preflight
 from rmt.tasks.babilong.babi import BabiFormatError
 from rmt.tasks.babilong.background import BackgroundError, make_background
-from rmt.tasks.babilong.config import AUX_LABELS, BACKGROUND_KINDS, BabilongTaskConfig
+from rmt.tasks.babilong.config import AUX_LABELS, BabilongTaskConfig
 from rmt.tasks.babilong.dataset import BabilongDataset, BabilongTextDataset, collate
 from rmt.tasks.babilong.haystack import HaystackBuilder, parse_length
 from rmt.tasks.babilong.scoring import TASK_LABELS, check_scoring, compare_answers, exact_match
@@ -40,6 +40,7 @@ from rmt.tasks.babilong.sources import (
 from rmt.tasks.babilong.tokenizer import build_tokenizer
 from rmt.tasks.base import EvalCell, EvalItem, Verdict, register_task, tokenizer_key
 from rmt.tasks.generative import AnswerTask
+from rmt.tasks.text import check_text_source
 
 DEBUG_FACTS = 2  # task.debug=true (debug=fast): stories of at most this many facts
 
@@ -67,7 +68,9 @@ class BabilongTask(AnswerTask):
         check_scoring(task.scoring, key="task.scoring")
         _check_tasks(task)
         _check_source_paths(task)
-        _check_background(task.background)
+        check_text_source(task.background, "task.background",
+                          files_hint="a .txt/.jsonl file or a folder of them",
+                          hf_hint="deepmind/pg19 (online)")  # fmt: skip
         _check_samples(task, cfg.trainer.batch_size)
 
     @classmethod
@@ -305,24 +308,6 @@ def _check_source_paths(task: DictConfig) -> None:
         raise ConfigError(
             f"task.source=babi needs task.path=<a bAbI .txt file or the folder of them>; "
             f"{task.path!r} does not exist."
-        )
-
-
-def _check_background(bg: DictConfig) -> None:
-    if bg.kind not in BACKGROUND_KINDS:
-        raise ConfigError(
-            f"task.background.kind={bg.kind!r} is not valid; choose one of "
-            f"{', '.join(BACKGROUND_KINDS)}."
-        )
-    if bg.kind == "files" and (bg.path is None or not os.path.exists(bg.path)):
-        raise ConfigError(
-            f"task.background.path={bg.path!r} does not exist; give a .txt/.jsonl file or a "
-            "folder of them, or use task.background.kind=builtin for the offline text."
-        )
-    if bg.kind == "hf" and not bg.dataset:
-        raise ConfigError(
-            "task.background.kind=hf needs task.background.dataset: a Hub id such as "
-            "deepmind/pg19 (online) or a local save_to_disk folder."
         )
 
 

@@ -12,7 +12,6 @@ token is labelled, so there is none, and the key has no effect on this task.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -30,7 +29,7 @@ from rmt.tasks.lm.data import (
     segment_losses,
     shared_streams,
 )
-from rmt.tasks.text import TEXT_KINDS
+from rmt.tasks.text import check_text_source
 
 SUBTASK = "lm"
 
@@ -53,7 +52,9 @@ class LmTask(Task):
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         task = cfg.task
-        _check_source(task.source)
+        check_text_source(task.source, "task.source",
+                          files_hint="a .txt file or a folder of them (one document per file)",
+                          hf_hint="deepmind/pg19 or wikitext (online or cached)")  # fmt: skip
         if task.builtin.num_docs < 3 or task.builtin.sentences < 1 or task.builtin.topic_size < 1:
             raise ConfigError(
                 f"task.builtin={OmegaConf.to_container(task.builtin)} needs num_docs >= 3 "
@@ -145,20 +146,3 @@ class LmTask(Task):
         for index in range(samples):
             ids = torch.tensor(windows[(index, cell.tokens)]["input_ids"], dtype=torch.long)
             yield EvalItem(SUBTASK, index, ids, target="", question="")
-
-
-def _check_source(src: DictConfig) -> None:
-    if src.kind not in TEXT_KINDS:
-        raise ConfigError(
-            f"task.source.kind={src.kind!r} is not valid; choose one of {', '.join(TEXT_KINDS)}."
-        )
-    if src.kind == "files" and (src.path is None or not os.path.exists(src.path)):
-        raise ConfigError(
-            f"task.source.path={src.path!r} does not exist; give a .txt file or a folder of them "
-            "(one document per file), or use task.source.kind=builtin for the offline text."
-        )
-    if src.kind == "hf" and not src.dataset:
-        raise ConfigError(
-            "task.source.kind=hf needs task.source.dataset: a Hub id such as deepmind/pg19 or "
-            "wikitext (online or cached) or a local save_to_disk folder."
-        )
