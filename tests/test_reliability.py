@@ -278,20 +278,21 @@ def test_rmt_eval_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 def test_discard_refused_removes_only_what_hydra_wrote(tmp_path, monkeypatch):
     from rmt.run import discard_refused
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mine.txt").write_text("user data")
-    (tmp_path / ".hydra").mkdir()
-    discard_refused(tmp_path)  # hydra.run.dir=. : the working directory is never removed
-    discard_refused(tmp_path.parent)
-    assert (tmp_path / "mine.txt").exists()
+    work = tmp_path / "work"
+    (work / ".hydra").mkdir(parents=True)
+    (work / "train.log").write_text("")
+    monkeypatch.chdir(work)
+    discard_refused(work)  # hydra.run.dir=. : the working directory is never removed,
+    discard_refused(tmp_path)  # nor one above it, even when it holds only Hydra's files
+    assert (work / "train.log").exists()
 
-    hydra_only = tmp_path / "out" / "refused"
+    hydra_only = work / "out" / "refused"
     (hydra_only / ".hydra").mkdir(parents=True)
     (hydra_only / "eval.log").write_text("")
     discard_refused(hydra_only)
-    assert not (tmp_path / "out").exists()  # the folder and its emptied parent
+    assert not (work / "out").exists()  # the folder and its emptied parent
 
-    other = tmp_path / "other"
+    other = work / "other"
     (other / ".hydra").mkdir(parents=True)
     (other / "notes.md").write_text("kept")
     discard_refused(other)
