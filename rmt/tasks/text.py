@@ -262,21 +262,34 @@ def _read_text(file: Path) -> str:
         ) from None
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (one Dataset or a DatasetDict)."""
+    return path.is_dir() and (
+        (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    )
+
+
+def load_saved_split(
+    folder: Path, split: str, *, fix: str, error: type[ValueError] = TextSourceError
+):
+    """Split ``split`` of a ``save_to_disk`` folder (a single Dataset is returned as is); a
+    missing split raises ``error`` naming the folder's splits and ``fix``."""
+    import datasets  # lazy: 3.4 s to import (measured)
+
+    data = datasets.load_from_disk(str(folder))
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise error(f"{folder} has splits {list(data)}, not {split!r}; {fix}")
+        data = data[split]
+    return data
+
+
 def read_dataset(dataset: str, split: str, column: str, max_docs: int | None) -> list[str]:
     """The ``column`` texts of a Hub dataset or a local ``save_to_disk`` folder, one per row."""
     import datasets  # lazy: 3.4 s to import (measured); only kind=hf needs it
 
-    local = Path(dataset)
-    if local.is_dir() and (
-        (local / "dataset_dict.json").exists() or (local / "state.json").exists()
-    ):
-        data = datasets.load_from_disk(str(local))
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise TextSourceError(
-                    f"{dataset} has splits {list(data)}, not {split!r}; set the split"
-                )
-            data = data[split]
+    if is_saved_dataset(Path(dataset)):
+        data = load_saved_split(Path(dataset), split, fix="set the split")
     else:
         try:
             data = datasets.load_dataset(dataset, split=split)

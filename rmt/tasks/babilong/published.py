@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rmt.tasks.text import is_saved_dataset, load_saved_split
+
 REQUIRED_COLUMNS = ("input", "question", "target")
 _EXTENSIONS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -84,31 +86,22 @@ def _check_json_rows(path: Path) -> None:
             raise BabilongLoadError(f"{path}:{n}: not valid JSON ({err}); {_ROWS_FIX}") from None
 
 
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_dict.json").exists() or (path / "state.json").exists()
-
-
 def _from_folder(root: Path, length: str, task: str, split: str):
     import datasets  # lazy: 3.4 s to import (measured); only source=babilong needs it
 
     for folder in (root / length, root):
         if not folder.is_dir():
             continue
-        if _is_saved_dataset(folder):
-            data = datasets.load_from_disk(str(folder))
-            if isinstance(data, datasets.DatasetDict):
-                if split not in data:
-                    raise BabilongLoadError(
-                        f"{folder} has splits {list(data)}, not {split!r}; pick a task it has"
-                    )
-                data = data[split]
-            return data
+        if is_saved_dataset(folder):
+            return load_saved_split(
+                folder, split, fix="pick a task it has", error=BabilongLoadError
+            )
         for ext in _EXTENSIONS:
             candidate = folder / f"{split}{ext}"
             if candidate.is_file():
                 return _from_file(candidate)
         task_folder = folder / split
-        if task_folder.is_dir() and _is_saved_dataset(task_folder):
+        if is_saved_dataset(task_folder):
             return datasets.load_from_disk(str(task_folder))
     raise BabilongLoadError(
         f"found no BABILong data for length {length!r}, task {split!r} under {root}; expected "
