@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from rmt.modeling.core import RMTPreTrainedModel, SegmentPlan, gather_segments
+from rmt.modeling.core import RMTPreTrainedModel, SegmentPlan, gather_segments, to_device
 
 
 @dataclass
@@ -91,9 +91,7 @@ class _LossAndLogits:
             want = torch.zeros(seg_mask.shape, dtype=torch.bool)
         rows, cols = want.nonzero(as_tuple=True)
         index = torch.stack([rows, cols, samples[rows], starts[rows] + cols])
-        if self.device.type == "cuda":
-            index = index.pin_memory()
-        index = index.to(self.device, non_blocking=True)
+        index = to_device(index, self.device)
         self.owner, self.pos = index[2], index[3]
         return index[0], index[1]
 
@@ -180,9 +178,10 @@ class RMTForCausalLM(RMTPreTrainedModel):
         new = generate_kwargs.get("max_new_tokens") or getattr(
             lm.generation_config, "max_new_tokens", None
         )
-        if limit is not None and new is not None and mask.sum(1).max().item() + new > limit:
+        # `mask` is left-padded to its longest row: its width is that row's length (no host sync)
+        if limit is not None and new is not None and mask.shape[1] + new > limit:
             warnings.warn(
-                f"last segment + memory + max_new_tokens = {int(mask.sum(1).max()) + new} exceeds the "
+                f"last segment + memory + max_new_tokens = {mask.shape[1] + new} exceeds the "
                 f"backbone's {limit} positions; use a smaller segment_size or fewer new tokens",
                 stacklevel=2,
             )

@@ -65,27 +65,42 @@ class SegmentPlan:
     def valid(self) -> torch.Tensor:
         """[B, Lmax] True where `packed` holds a real token."""
         width = self.packed.shape[1]
-        lengths = torch.tensor(self.lengths, device=self.packed.device)
+        lengths = to_device(torch.tensor(self.lengths), self.packed.device)
         return torch.arange(width, device=self.packed.device) < lengths[:, None]
+
+
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host-built tensor (indices the schedule decided) on `device` without a host sync: from
+    pinned memory, asynchronously, on CUDA (`torch.tensor(list, device="cuda")` waits for the
+    device to finish everything queued before it); itself on the CPU."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def active_rows(active, device: torch.device) -> torch.Tensor:
+    """[A] batch rows of a step's active samples `(sample, start, end)`, on `device`."""
+    return to_device(torch.tensor([b for b, _, _ in active]), device)
 
 
 def gather_segments(packed: torch.Tensor, active, pad) -> tuple[torch.Tensor, torch.Tensor]:
     """`(values [A, W], mask [A, W])` of the active samples' segments `(sample, start, end)`,
     right-padded with `pad`: a view when every sample of the batch reads the same columns (the
-    equal-length batches training uses), else one gather; no per-sample copies either way."""
+    equal-length batches training uses), else one gather whose indices reach the device in one
+    asynchronous copy; no per-sample copies and no host sync either way."""
     samples, starts, ends = zip(*active, strict=True)
     width = max(e - s for _, s, e in active)
     if len(set(starts)) == 1 and len(set(ends)) == 1:
         s, e = starts[0], ends[0]
         whole = samples == tuple(range(packed.shape[0]))
-        values = packed[:, s:e] if whole else packed[list(samples), s:e]
+        values = packed[:, s:e] if whole else packed[active_rows(active, packed.device), s:e]
         return values, torch.ones(values.shape[:2], dtype=torch.long, device=packed.device)
-    dev = packed.device
-    rows = torch.tensor(samples, device=dev)[:, None]
-    offset = torch.arange(width, device=dev)[None]
-    mask = offset < torch.tensor([e - s for _, s, e in active], device=dev)[:, None]
-    cols = (torch.tensor(starts, device=dev)[:, None] + offset).clamp(max=packed.shape[1] - 1)
-    return packed[rows, cols].masked_fill(~mask, pad), mask.long()
+    sizes = [e - s for _, s, e in active]
+    rows, first, sizes = to_device(torch.tensor([samples, starts, sizes]), packed.device)
+    offset = torch.arange(width, device=packed.device)[None]
+    mask = offset < sizes[:, None]
+    cols = (first[:, None] + offset).clamp(max=packed.shape[1] - 1)
+    return packed[rows[:, None], cols].masked_fill(~mask, pad), mask.long()
 
 
 class StepReader(Protocol):
@@ -292,7 +307,7 @@ class RMTPreTrainedModel(PreTrainedModel):
         for step, active in enumerate(plan.schedule[:stop]):
             seg_ids, seg_mask = gather_segments(plan.packed, active, 0)
             # Steps with every sample (all steps of an unpadded batch) need no select/merge.
-            rows = None if len(active) == bsz else seg_ids.new_tensor([b for b, _, _ in active])
+            rows = None if len(active) == bsz else active_rows(active, seg_ids.device)
             state_in = state if rows is None else self.memory.select(state, rows)
             if depth != -1 and step < n_steps - depth:
                 state_in = self.memory.detach(state_in)  # truncated BPTT: older transitions cut

@@ -1,8 +1,10 @@
-"""Left padding: the one routine that stacks prompts for generation.
+"""Left padding: how prompts are stacked for generation.
 
 Generation continues every row from its last column, so prompts of different lengths are
-padded on the left; the mask says which columns are real. Used for token ids (evaluation,
-validation) and for input embeddings (the model's final segment), hence any trailing shape.
+padded on the left; the mask says which columns are real. `left_pad` stacks separate rows (token
+ids in evaluation and validation); `left_align` turns a right-padded batch (the model's final
+segment, as the segment loop gathers it) into a left-padded one on the device, for any trailing
+shape.
 """
 
 from __future__ import annotations
@@ -25,3 +27,18 @@ def left_pad(
         out[i, width - row.shape[0] :] = row
         mask[i, width - row.shape[0] :] = 1
     return out, mask
+
+
+def left_align(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``values`` [B, T, ...] (each row's real entries first, as ``mask`` [B, T]
+    says) -> the same rows padded on the left with zeros, and their long mask: what `left_pad`
+    makes of the real entries, as one gather for the whole batch (no per-sample copies, and no
+    host sync: the lengths stay on the device)."""
+    width = mask.shape[1]
+    pads = width - mask.sum(1, keepdim=True)  # [B, 1]
+    source = torch.arange(width, device=mask.device)[None] - pads  # < 0: a padding column
+    real = source >= 0
+    trailing = (1,) * (values.dim() - 2)
+    index = source.clamp(min=0).view(*source.shape, *trailing).expand_as(values)
+    out = values.gather(1, index).masked_fill(~real.view(*real.shape, *trailing), 0)
+    return out, real.long()

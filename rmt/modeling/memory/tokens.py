@@ -22,7 +22,7 @@ from transformers import initialization as hf_init
 
 from rmt.modeling.adapters import is_causal
 from rmt.modeling.memory.base import MemoryMechanism, SegmentInputs
-from rmt.modeling.padding import left_pad
+from rmt.modeling.padding import left_align
 
 
 def _write_block(config) -> bool:
@@ -96,9 +96,7 @@ class TokenMemory(MemoryMechanism):
         return hidden[:, start : start + self.num_tokens]
 
     def prepare_generation(self, state, embeds, mask):
-        """`[read memory ; last segment]` per sample; no write memory (nothing reads it)."""
-        rows = [
-            torch.cat([state[i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)
-            for i, n in enumerate(mask.sum(1).tolist())
-        ]
-        return left_pad(rows)
+        """`[read memory ; last segment]` per sample, left-padded; no write memory (nothing reads it)."""
+        prompt = torch.cat([state.to(embeds.dtype), embeds], dim=1)  # real entries first per row
+        ones = mask.new_ones(mask.shape[0], self.num_tokens)
+        return left_align(prompt, torch.cat([ones, mask], dim=1))
