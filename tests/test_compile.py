@@ -1,5 +1,6 @@
-"""`compile_segments` / `trainer.compile`: the compiled segment step computes what the eager one
-does, and wherever torch.compile is missing or fails the model warns once and runs eagerly."""
+"""`compile_segments` / `trainer.compile` / `rmt-eval compile=true`: the compiled segment step
+computes what the eager one does, in training and in generation (the prompt read), and wherever
+torch.compile is missing or fails the model warns once and runs eagerly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from rmt import RMTConfig, RMTForCausalLM
 from rmt.modeling.backbones import tiny_backbone_config
+from rmt.modeling.padding import left_pad
 from rmt.train import trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -28,6 +30,19 @@ def _loss_and_grad(model):
     loss = model(ids, labels=ids).loss
     loss.backward()
     return loss.detach(), model.memory.tokens.grad.clone()
+
+
+def _prompts():
+    """A left-padded batch whose samples have 1, 3 and 4 segments of 6: the read runs steps with
+    part of the batch (select/merge, gathered segments) and generation pads the last segment."""
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(0, 49, (n,), generator=g) for n in (5, 17, 22)]
+    return left_pad(rows, 49)
+
+
+def _generate(model):
+    ids, mask = _prompts()
+    return model.generate(ids, mask, max_new_tokens=3, do_sample=False, pad_token_id=49)
 
 
 def _raise(*args, **kwargs):
@@ -58,6 +73,17 @@ def test_compile_failing_at_the_first_call_warns_once_and_runs_eagerly(monkeypat
         _loss_and_grad(model)
 
 
+def test_generation_falls_back_to_eager_when_compile_fails(monkeypatch):
+    model = _model().eval()
+    expected = _generate(model)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: _raise)  # compiles, fails on use
+    model.compile_segments()
+    with pytest.warns(UserWarning, match="running eagerly") as caught:
+        got = _generate(model)
+    assert len(caught) == 1
+    assert torch.equal(got, expected)
+
+
 def test_trainer_compile_option_reaches_the_model(fast_cfg, monkeypatch):
     calls = []
     monkeypatch.setattr(
@@ -76,3 +102,16 @@ def test_compiled_segment_step_matches_eager():
     assert model._segment_step.compiled is not None  # no fallback: it really ran compiled
     torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_segment_step_generates_what_eager_does():
+    model = _model().eval()
+    ids, mask = _prompts()
+    expected_memory, expected = model.read_memory(ids, mask), _generate(model)
+    model.compile_segments(backend="eager")  # ~4 s: dynamo traces one graph per batch shape
+    with torch.no_grad():
+        memory = model.read_memory(ids, mask)
+    got = _generate(model)
+    assert model._segment_step.compiled is not None  # no fallback: it really ran compiled
+    torch.testing.assert_close(memory, expected_memory, rtol=1e-5, atol=1e-6)
+    assert torch.equal(got, expected)

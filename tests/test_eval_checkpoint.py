@@ -159,6 +159,8 @@ def test_typos_fail_at_compose_time():
         compose_eval(["sample=3"])
     with pytest.raises(ConfigCompositionException, match="samples"):
         compose_eval(["samples=many"])
+    with pytest.raises(ConfigCompositionException, match="compile"):
+        compose_eval(["compile=maybe"])
 
 
 def test_output_inside_checkpoint_is_refused(good_run: Path):

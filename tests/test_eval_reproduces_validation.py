@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import compose_config, compose_eval, run_eval_inprocess
 
 from rmt.eval.evaluate import run_task
@@ -61,6 +62,22 @@ def test_eval_reproduces_the_validation_predictions(trained_run: Path, tmp_path:
     assert {r.task for r in rows} == {"qa1", "qa2"}
     x1_correct = sum(r.correct for r in rows if r.length == "x1")
     assert x1_correct == sum(v["correct"] for v in validation)
+
+
+def test_compile_true_falls_back_to_eager_and_still_reproduces_validation(
+    trained_run: Path, tmp_path: Path, monkeypatch
+):
+    """``compile=true`` where torch.compile fails (here: always): one warning, the same answers."""
+    validation = _lines(predictions_file(trained_run, read_state(trained_run / BEST)["step"]))
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(UserWarning, match="running eagerly: RuntimeError: no compiler here"):
+        run_eval_inprocess([f"checkpoint={trained_run}", "progress_bar=false", "lengths=[x1]",
+                            "compile=true"], tmp_path / "ev")  # fmt: skip
+    assert _view(_lines(tmp_path / "ev" / "predictions.jsonl")) == _view(validation)
 
 
 def test_command_line_options_change_only_what_they_name(trained_run: Path, tmp_path: Path):

@@ -74,6 +74,7 @@ class EvalConfig:
     baseline: bool = False  # also score the backbone alone on the end of the input
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:1 ...
     dtype: str | None = None  # None = as saved; float32 | bfloat16 | float16
+    compile: bool = False  # torch.compile each segment step of the read (eager, warned, on failure)
     strict_version: bool = True  # refuse checkpoints written by another rmt major.minor
     progress_bar: bool = True
     save_predictions: bool = True  # predictions.jsonl: one line per sample and mode

@@ -172,6 +172,8 @@ def _checked(cfg, out: Path) -> list[ckpt_io.Checkpoint]:
 def _evaluate_checkpoint(cfg, name: str, ck, device: str, predictions: Path | None):
     """Score one checkpoint on its run's task; returns its rows and its entry of meta.models."""
     model, tokenizer = ckpt_io.load(ck, device=device, dtype=cfg.dtype)
+    if cfg.compile:
+        model.compile_segments()  # the same switch as trainer.compile: a warned eager fallback
     task = run_task(ck.run_config, cfg, tokenizer)
     setting = resolve(cfg, ck.run_config, ck.trainer_state, task)
     task.check_subtasks(setting.tasks)
