@@ -39,6 +39,8 @@ class BackbonePreset:
 PRESETS = {
     # The tiny default backbone: small enough that the per-segment Python overhead shows up.
     "tiny": BackbonePreset("llama", 512, 128, 2, 8, 128, 16, max_positions=256),
+    # backbone/tiny_d64 (the default recipe's): the same at hidden size 64.
+    "tiny_d64": BackbonePreset("llama", 512, 64, 2, 8, 128, 16, max_positions=256),
     # GPT-2 small sized (124M parameters with its 1024 positions), random init: no download needed.
     "gpt2-small": BackbonePreset("gpt2", 50257, 768, 12, 12, 512, 16, max_positions=1024),
 }
@@ -368,9 +370,31 @@ def _fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
+def scoring_table(result: dict, mem: str) -> str:
+    """`scripts/bench_eval.py`'s points: samples/s of batched scoring by batch and length."""
+    head = (f"| batch | input tokens | samples/s (wall) | samples per CPU-s | tokens/s (wall) "
+            f"| s (wall) | s (CPU) | {mem} | load avg before / after |")  # fmt: skip
+    rows = [head, "|" + "---|" * 9]
+    for p in result["points"]:
+        if p.get("status") != "ok":
+            rows.append(f"| {p['batch']} | {p['length']:,} | {p.get('status')}: "
+                        f"{p.get('reason', '')} |||||||")  # fmt: skip
+            continue
+        load = f"{p['load_avg_before'][0]} / {p['load_avg_after'][0]}"
+        rows.append(
+            f"| {p['batch']} | {p['length']:,} | {_fmt(p['samples_per_s'], 3)} | "
+            f"{_fmt(p['samples_per_cpu_s'], 3)} | {_fmt(p['tokens_per_s'], 0)} | "
+            f"{_fmt(p['seconds'], 3)} | {_fmt(p['cpu_s'], 3)} | "
+            f"{_fmt(p.get('peak_mb', p.get('peak_rss_mb')))} | {load} |"
+        )
+    return "\n".join(rows)
+
+
 def to_markdown(result: dict) -> str:
     """The points of a benchmark JSON as a Markdown table (what docs/performance.md shows)."""
     mem = "peak RSS MiB" if result["device"] == "cpu" else "peak alloc MiB"
+    if result["benchmark"] == "batched_scoring":
+        return scoring_table(result, mem)
     if result["benchmark"] == "train_step":
         head = (
             f"| memory | segments | checkpointing | tokens/step | step s (wall) | tokens/s (wall) "

@@ -13,10 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_common  # noqa: E402
 import bench_train  # noqa: E402
 
 TRAIN_ROWS = {"r1_b8_s128": "batch 8 x segment 128, 10 memory tokens",
               "r2_b16_s512": "batch 16 x segment 512, 16 memory tokens"}  # fmt: skip
+EVAL_ROWS = {"r5_eval": "batched scoring (bench_eval.py)",
+             "r6_eval_compiled": "batched scoring, compile=true (bench_eval.py --compile)"}  # fmt: skip
 
 
 def load(out: Path, name: str) -> dict | None:
@@ -27,15 +30,15 @@ def load(out: Path, name: str) -> dict | None:
         return None
 
 
-def logged_points(out: Path, name: str) -> list[dict]:
-    """Points a bench_train row logged before it ended (also when it was killed)."""
+def logged_points(out: Path, name: str, script: str = "bench_train") -> list[dict]:
+    """Points a benchmark row logged before it ended (also when it was killed)."""
     points = []
     try:
         lines = (out / f"{name}.log").read_text().splitlines()
     except OSError:
         return points
     for line in lines:
-        if line.startswith("[bench_train]") and ": {" in line:
+        if line.startswith(f"[{script}]") and ": {" in line:
             points.append(json.loads(line[line.index(": {") + 2 :]))
     return points
 
@@ -51,6 +54,17 @@ def train_row(out: Path, name: str, title: str, peak: float | None) -> list[str]
     lines += [table, ""]
     lines += [f"- not measured: {json.dumps(p)[:300]}" for p in failed]
     return [*lines, ""]
+
+
+def eval_row(out: Path, name: str, title: str) -> list[str]:
+    doc = load(out, name)
+    points = doc["points"] if doc else logged_points(out, name, "bench_eval")
+    lines = [f"## {title} ({name}{'' if doc else ', cut short: points from its log'})", ""]
+    if not points:
+        return [*lines, "no point finished", ""]
+    device = doc["device"] if doc else "cuda"
+    mem = "peak RSS MiB" if device == "cpu" else "peak alloc MiB"
+    return [*lines, bench_common.scoring_table({"points": points}, mem), ""]
 
 
 def main(out: Path) -> None:
@@ -79,6 +93,8 @@ def main(out: Path) -> None:
             f"- {p.get('memory')}: {p.get('status')} tokens/s {p.get('tokens_per_s')}, "
             f"step {p.get('step_s')} s, peak {p.get('peak_mb')} MiB"
         )
+    for name, title in EVAL_ROWS.items():
+        lines += eval_row(out, name, title)
     print("\n".join(lines))
 
 
