@@ -115,9 +115,7 @@ MUTATIONS = [
     ),
     Mutation(
         "generation-right-padded", "the generation prompt [memory ; last segment] is right-padded",
-        PADDING,
-        "out[i, width - row.shape[0] :] = row\n        mask[i, width - row.shape[0] :] = 1",
-        "out[i, : row.shape[0]] = row\n        mask[i, : row.shape[0]] = 1",
+        PADDING, "return out, real.long()", "return values, mask.long()",
     ),
     # ---------------------------------------------------------------- label shift across segments
     Mutation(
@@ -180,14 +178,14 @@ MUTATIONS = [
     Mutation(
         "generation-memory-crosses-samples", "the generation prompt reads another sample's memory",
         TOKENS,
-        "torch.cat([state[i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)",
-        "torch.cat([state[-1 - i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)",
+        "prompt = torch.cat([state.to(embeds.dtype), embeds], dim=1)",
+        "prompt = torch.cat([state.flip(0).to(embeds.dtype), embeds], dim=1)",
     ),
     Mutation(
         "generation-without-memory", "the last prompt segment is generated from without memory",
         TOKENS,
-        "torch.cat([state[i].to(embeds.dtype), embeds[i, : int(n)]], dim=0)",
-        "embeds[i, : int(n)]",
+        "prompt = torch.cat([state.to(embeds.dtype), embeds], dim=1)",
+        "prompt = torch.cat([torch.zeros_like(state).to(embeds.dtype), embeds], dim=1)",
     ),
     # ---------------------------------------------------------------- BPTT and checkpointing
     Mutation(
