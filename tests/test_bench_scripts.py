@@ -23,11 +23,12 @@ import bench_train  # noqa: E402
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Both scripts at once, each point in a forked child (the default on CPU), as users run them."""
+    """The scripts at once, each point in a forked child (the default on CPU), as users run them."""
     out = tmp_path_factory.mktemp("bench")
     cmds = {
         "train": [SCRIPTS / "bench_train.py", "--segments", "1,2", "--memory", "rmt,armt"],
         "infer": [SCRIPTS / "bench_infer.py", "--lengths", "64,256"],
+        "eval": [SCRIPTS / "bench_eval.py"],
     }
     common = ["--quick", "--isolate", "fork", "--device", "cpu", "--threads", "1", "--out", out]
     procs = {}
@@ -90,6 +91,23 @@ def test_infer_quick_reports_both_methods_and_plot(quick_runs):
     assert set(targets["rmt_faster_than_full_from_16k"]["speedup_by_length"]) == {"64", "256"}
     assert (out / "infer_tiny_cpu.png").stat().st_size > 0
     assert len(bc.to_markdown(res).splitlines()) == 2 + len(res["points"])
+
+
+def test_eval_quick_reports_samples_per_second_by_batch_and_length(quick_runs):
+    out, results = quick_runs
+    res = results["eval"]
+    assert res["benchmark"] == "batched_scoring" and res["settings"]["jitter"] == 8
+    assert [(p["batch"], p["length"]) for p in res["points"]] == [
+        (b, n) for b in (2, 4) for n in (256, 512)
+    ]
+    for p in res["points"]:
+        assert p["status"] == "ok" and p["compiled"] is None  # eager unless --compile
+        assert p["new_tokens"] == res["settings"]["new_tokens"] == 2
+        assert p["length"] - 8 < p["prompt_tokens"] / p["batch"] <= p["length"]  # jittered
+        assert p["samples_per_s"] > 0 and p["samples_per_cpu_s"] > 0
+    assert (out / "eval_tiny_cpu.png").stat().st_size > 0
+    table = bc.to_markdown(res).splitlines()
+    assert len(table) == 2 + len(res["points"]) and "samples/s (wall)" in table[0]
 
 
 def test_child_protocol_reports_result_and_failures(tmp_path):
@@ -273,11 +291,18 @@ def test_gpu_speed_summary_recovers_a_cut_row_from_its_log(tmp_path, capsys):
     (tmp_path / "r1_b8_s128.log").write_text("noise\n" + "\n".join(log) + "\n")  # no .json: cut
     (tmp_path / "machine.json").write_text(json.dumps({"gpu": "NVIDIA H200"}))
     (tmp_path / "r3_recipe.json").write_text(json.dumps({"steps": 7, "steps_per_s": 2.5}))
+    scored = {"status": "ok", "batch": 8, "length": 4096, "samples_per_s": 12.5,
+              "samples_per_cpu_s": 20.0, "tokens_per_s": 51200.0, "seconds": 0.64, "cpu_s": 0.4,
+              "peak_mb": 900.0, "load_avg_before": [1.0], "load_avg_after": [1.5]}  # fmt: skip
+    (tmp_path / "r5_eval.log").write_text(f"[bench_eval] batch=8 length=4096: {json.dumps(scored)}")
     gpu_speed_summary.main(tmp_path)
     text = capsys.readouterr().out
     assert "cut short" in text and "(1.50x)" in text and "(1.60x)" in text
     assert "| 7 |" in text and "did not finish" not in text.split("ARMT")[0]
     assert "0.10 / 0.10 / 0.10" in text  # MFU %: 1e12 FLOP in 1 s over the H200 peak 989e12
+    assert "(r5_eval, cut short: points from its log)" in text
+    assert "| 8 | 4,096 | 12.500 | 20.000 | 51,200 |" in text
+    assert "no point finished" in text.split("(r6_eval_compiled")[1]  # no log at all
 
 
 def test_recipe_bench_times_real_trainer_steps(tmp_path, one_thread):
