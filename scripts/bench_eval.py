@@ -90,6 +90,7 @@ def measure(p: dict) -> dict:
         times.append(time.perf_counter() - start)
         cpus.append(time.process_time() - cpu)
     wall, cpu = statistics.median(times), statistics.median(cpus)
+    top = profile_ops(lambda: score(prompts), p["profile"]) if p["profile"] else None
     tokens = sum(len(q) for q in prompts)
     step = getattr(model, "_segment_step", None)
     return {
@@ -105,7 +106,21 @@ def measure(p: dict) -> dict:
         "peak_rss_mb": round(bc.peak_rss_mb(), 1),
         "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20 if p["device"] == "cuda"
                          else bc.peak_rss_mb(), 1),
+        **({"profile_top_ops": top} if top else {}),
     }  # fmt: skip
+
+
+def profile_ops(fn, rows: int) -> list[dict]:
+    """One more run under torch.profiler (CPU activity): the `rows` ops with the most self CPU
+    time, and what share of the run's profiled CPU time each took."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    return [{"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 1), "calls": e.count,
+             "share": round(e.self_cpu_time_total / total, 3)} for e in ops[:rows]]  # fmt: skip
 
 
 def plot(result: dict, path: Path) -> None:
@@ -151,6 +166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend with --compile (eager: dynamo capture only, a smoke test)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="one more run under torch.profiler: its top N ops by self CPU time")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per point")
     ap.add_argument("--label", default="", help="names the code measured (e.g. main), in the file name")  # fmt: skip
@@ -202,6 +219,7 @@ def main(argv=None) -> dict:
         for length in lengths:
             params = {"device": device, "backbone": args.backbone, "batch": batch,
                       "length": length, "threads": args.threads, "seed": args.seed,
+                      "profile": args.profile,
                       **{k: settings[k] for k in ("segment_size", "mem_tokens", "new_tokens",
                                                   "jitter", "repeats", "dtype", "compile",
                                                   "compile_backend")}}  # fmt: skip
