@@ -108,7 +108,7 @@ def test_compiled_segment_step_generates_what_eager_does():
     model = _model().eval()
     ids, mask = _prompts()
     expected_memory, expected = model.read_memory(ids, mask), _generate(model)
-    model.compile_segments(backend="eager")  # ~4 s: dynamo traces one graph per batch shape
+    model.compile_segments(backend="eager")  # seconds: dynamo traces one graph per batch shape
     with torch.no_grad():
         memory = model.read_memory(ids, mask)
     got = _generate(model)
