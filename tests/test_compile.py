@@ -105,6 +105,7 @@ def test_compiled_segment_step_matches_eager():
 
 
 def test_compiled_segment_step_generates_what_eager_does():
+    torch._dynamo.reset()  # graphs cached by earlier tests count against the recompile limit
     model = _model().eval()
     ids, mask = _prompts()
     expected_memory, expected = model.read_memory(ids, mask), _generate(model)
@@ -115,3 +116,24 @@ def test_compiled_segment_step_generates_what_eager_does():
     assert model._segment_step.compiled is not None  # no fallback: it really ran compiled
     torch.testing.assert_close(memory, expected_memory, rtol=1e-5, atol=1e-6)
     assert torch.equal(got, expected)
+
+
+def test_compiled_read_compiles_once_whatever_the_input_width():
+    """Segments sliced from batches of other widths have other strides; a compiled step that
+    guards on them would compile again for every length rmt-eval reads (and fall back to eager
+    after torch's recompile limit). Counted with a backend that records each graph it gets."""
+    torch._dynamo.reset()  # graphs cached by earlier tests count against the recompile limit
+    graphs = []
+
+    def backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    model = _model().eval()
+    model.compile_segments(backend=backend)
+    counts = []
+    for width in (30, 42, 54):  # 5, 7 and 9 segments of 6
+        model.generate(torch.randint(0, 49, (2, width)), max_new_tokens=1, do_sample=False,
+                       pad_token_id=49)  # fmt: skip
+        counts.append(len(graphs))
+    assert counts[0] >= 1 and counts == [counts[0]] * 3

@@ -131,6 +131,9 @@ class CompiledOrEager:
 
     def __call__(self, *args):
         if self.compiled is not None:
+            # Contiguous inputs: a segment sliced from a batch keeps the batch's row stride, and a
+            # graph is specialised on strides, so every input width would compile again.
+            args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
             try:
                 return self.compiled(*args)
             except Exception as err:  # noqa: BLE001
