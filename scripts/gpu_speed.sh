@@ -2,7 +2,9 @@
 # Issue 15's GPU measurements in one time-boxed run (<= 200 s on an H200), rows in priority order:
 #   1. GPT-2-small (random, 12 layers, d=768, vocab 50257), batch 8 x segment 128, 10 memory tokens,
 #      8, 32 then 2 segments: the published algorithm (baseline) vs rmt default vs checkpointing off
-#   2. batch 16 x segment 512, 16 memory tokens, 8 then 2 segments: the same three
+#   1b. the recomputation schemes (rmt/modeling/checkpointing.py) at batch 8 x segment 128, 8 and
+#      32 segments: off, full, partial (the first half of the segments), mlp, auto: tok/s, peak
+#   2. batch 16 x segment 512, 16 memory tokens, 8 then 2 segments: the same three as row 1
 #   3. the default tiny `rmt-train` (no arguments) for 60 s: steps/s, data-wait share
 #   4. ARMT vs RMT, GPT-2-small, batch 8 x segment 128 x 8 segments (issue 16 item 6)
 # All: full BPTT, labels on the last 4 tokens, bf16 autocast, AdamW, medians of 5 timed steps
@@ -78,6 +80,9 @@ else
 fi
 
 row r1_b8_s128 75 "${BENCH[@]}" "${GPT[@]}" "${S1[@]}" --baseline --out "$OUT/r1"
+SCHEME_SEGMENTS=$([ "$SMOKE" = 1 ] && echo 2,4 || echo 8,32)
+row r1b_schemes 60 "${BENCH[@]}" "${GPT[@]}" "${S1[@]}" --segments "$SCHEME_SEGMENTS" \
+  --schemes off,full,partial,mlp,auto --out "$OUT/r1b"
 row r2_b16_s512 45 "${BENCH[@]}" "${GPT[@]}" "${S2[@]}" --baseline --out "$OUT/r2"
 t=$(($(left) - OVERHEAD))  # the recipe's setup and final validation come on top of its fit
 [ "$t" -gt "$RECIPE_S" ] && t=$RECIPE_S
