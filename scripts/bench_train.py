@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -56,6 +57,8 @@ def measure(p: dict) -> dict:
     device = p["device"]
     dtype = bc.resolve_dtype(p["dtype"], device)
     preset = bc.PRESETS[p["backbone"]]
+    if p.get("num_layers"):
+        preset = dataclasses.replace(preset, num_layers=p["num_layers"])
     seg, mem = p["segment_size"], p["mem_tokens"]
     config = RMTConfig(
         backbone_config=bc.backbone_config(preset, max(preset.max_positions, seg + 2 * mem)),
@@ -457,6 +460,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--answer-tokens", type=int, default=3, help="labelled tokens at the end")
     ap.add_argument("--segment-size", type=int, default=None, help="default: the preset's")
     ap.add_argument("--mem-tokens", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--num-layers", type=int, default=None, help="default: the preset's")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA) | fp32 | bf16")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument(
@@ -541,6 +545,8 @@ def main(argv=None) -> dict:
     if isolation == "fork":
         bc.preload("torch", "transformers", "rmt", "rmt.modeling.causal_lm")
     preset = bc.PRESETS[args.backbone]
+    if args.num_layers:
+        preset = dataclasses.replace(preset, num_layers=args.num_layers)
     segment_size = args.segment_size or preset.segment_size
     mem_tokens = preset.num_mem_tokens if args.mem_tokens is None else args.mem_tokens
     if args.answer_tokens >= segment_size:
@@ -581,6 +587,7 @@ def main(argv=None) -> dict:
             "batch_size": args.batch_size, "answer_tokens": args.answer_tokens,
             "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
             "threads": args.threads, "seed": args.seed, "partial_share": args.partial_share,
+            "num_layers": args.num_layers,
         }  # fmt: skip
         point = run_or_skip(
             script, params, done[(memory, algorithm, ckpt)], device, isolation, args

@@ -224,3 +224,9 @@ def test_activation_dtype_follows_autocast():
     assert checkpointing.activation_dtype(cpu, torch.float32) == torch.float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert checkpointing.activation_dtype(cpu, torch.float32) == torch.bfloat16
+
+
+@pytest.mark.parametrize("setting", ["partial", "mlp", True])
+def test_setting_is_saved_in_config_json(tmp_path, setting):
+    RMTConfig(backbone_config=bb_config(), segment_checkpointing=setting).save_pretrained(tmp_path)
+    assert RMTConfig.from_pretrained(tmp_path).segment_checkpointing == setting
