@@ -570,12 +570,12 @@ def main(argv=None) -> dict:
     memories = args.memory.split(",")
     settings["memories"] = memories
     runs = [(m, "rmt", c) for m in memories for c in modes]
-    if args.baseline:  # same segment count back to back: a loaded machine drifts less between them
+    if args.baseline:
         runs = [("rmt", "baseline", False), ("rmt", "rmt", "auto"), ("rmt", "rmt", False)]
     segments = bc.parse_int_list(args.segments, "segments")
-    order = (
+    order = (  # the points compared at one segment count back to back (a loaded machine drifts)
         [(r, n) for n in segments for r in runs]
-        if args.baseline
+        if args.baseline or args.schemes
         else [(r, n) for r in runs for n in segments]
     )
     points, done = [], {r: [] for r in runs}  # done: earlier points of a run, to predict peaks
