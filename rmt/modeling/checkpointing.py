@@ -14,13 +14,22 @@ recomputation for memory in one of four schemes (`Recompute`):
 `auto` (`choose`) keeps everything when the whole chain's activations fit `checkpointing_budget`
 times the free memory (CUDA: free on the card plus what torch's allocator holds unused; CPU: the
 kernel's MemAvailable). Otherwise it takes, of the schemes whose estimate fits, the one with the
-smallest estimated recompute cost, in units of one segment's forward: "partial" costs the share of
-tokens it recomputes (`SEGMENT_RECOMPUTE_COST` x that share), "mlp" a fixed share of every forward
-(`MLP_RECOMPUTE_COST`). Both constants are measured (`scripts/bench_train.py --schemes`,
-docs/performance.md "Recomputation schemes"): on the CPU recomputing every segment but the last
-cost 1.26-1.35x the plain step and the MLPs alone 1.14-1.28x, so the MLPs are cheaper than
-recomputing more than ~half of the segments' tokens and "partial" wins below that. "partial"
-with every segment but the last is "full", which is also the answer when nothing fits.
+smallest estimated extra step time: "partial" costs `SEGMENT_RECOMPUTE_COST` times the share of
+tokens it recomputes, "mlp" a fixed `MLP_RECOMPUTE_COST`; if none fits, "full".
+
+Why this order, from measurements (`scripts/bench_train.py --schemes`, docs/performance.md,
+"Recomputation schemes"; CPU process time, one thread): on a GPT-2-sized model (4 of GPT-2
+small's layers, segment 128, 8 segments) recomputing every segment but the last added 29% to the
+plain step, the first half of the segments 14%, the MLPs alone 13% (at 32 segments +20% / +2% /
++1%); the tiny llama preset gave +48% / +24% / +21% at 8 segments and +72% / +30% / +23% at 32.
+So the MLPs cost about as much as recomputing 5-40% of the segments (0.13 against 0.33 per share
+recomputed at 8 segments: the constants below) while dropping more than half of the activations
+(55% estimated; 56-71% measured: the estimate is on the safe side), and:
+- a little over budget: "partial" (a few segments recomputed is cheaper than every MLP);
+- when more than ~40% of the segments would have to be recomputed and the MLP scheme fits: "mlp";
+- when even that does not fit: "partial" with more segments, up to "full".
+On a GPU the costs are not measured yet (`scripts/gpu_speed.sh`, row 1b); only the ratio of the
+two constants matters to the choice.
 
 The estimate is analytic (no probe pass, no host sync): per token and layer, the tensors a
 decoder layer saves for backward with a fused attention kernel (no L x L matrix): about 10 hidden-
@@ -41,9 +50,9 @@ from torch.utils.checkpoint import checkpoint
 HIDDEN_VECTORS_PER_LAYER = 10  # saved hidden-sized tensors per token and layer (see above)
 INTERMEDIATE_VECTORS_PER_LAYER = 3  # saved MLP-sized tensors per token and layer
 # Extra step time of recomputation, as a fraction of the plain step (measured on the CPU, see the
-# module docstring): all segments' forward once more, or only their MLPs.
-SEGMENT_RECOMPUTE_COST = 0.30
-MLP_RECOMPUTE_COST = 0.20
+# module docstring): per share of the tokens whose segments are recomputed, and for every MLP.
+SEGMENT_RECOMPUTE_COST = 0.33
+MLP_RECOMPUTE_COST = 0.13
 
 SCHEMES = ("none", "partial", "mlp", "full")
 SETTINGS = (True, False, "auto", "partial", "mlp")  # values of `segment_checkpointing`
