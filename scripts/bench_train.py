@@ -96,8 +96,8 @@ def fake_free_memory(model, ids, autocast, p: dict):
     with autocast:
         step_bytes, _ = model._activation_estimate(model.make_plan(ids))
     r = min(max(1, round(p.get("partial_share", 0.5) * len(step_bytes))), len(step_bytes) - 1)
-    real = checkpointing.free_memory
-    checkpointing.free_memory = lambda device: sum(step_bytes[r:]) / model.config.checkpointing_budget
+    real, free = checkpointing.free_memory, sum(step_bytes[r:]) / model.config.checkpointing_budget
+    checkpointing.free_memory = lambda device: free
     try:
         yield
     finally:

@@ -305,8 +305,10 @@ def recompute_partially(monkeypatch, model, ids, segments: int, attention_mask=N
     monkeypatch.setattr(checkpointing, "free_memory", lambda device: free)
 
 
-def grads_of(model, ids, labels) -> tuple[torch.Tensor, dict]:
-    """(loss, {name: gradient}) of one training forward + backward of `model`."""
+def grads_of(model, ids, labels) -> tuple:
+    """(loss tensor, {name: gradient}) of one training forward + backward of `model`."""
     loss = model.train()(ids, labels=labels).loss
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }

@@ -141,7 +141,9 @@ def test_bptt_depth_cuts_exactly_through_the_associative_state(family, depth, re
 def test_checkpointed_gradients_equal_plain(monkeypatch, family, depth, scheme):
     """Every recomputation scheme (`rmt.modeling.checkpointing`); "partial" recomputes 3 of 7."""
     ids = rand_ids(2, 7 * SEG - 2)
-    plain_loss, plain = grads_of(make(family, bptt_depth=depth, segment_checkpointing=False), ids, ids)
+    plain_loss, plain = grads_of(
+        make(family, bptt_depth=depth, segment_checkpointing=False), ids, ids
+    )
     model = make(family, bptt_depth=depth, segment_checkpointing=scheme)
     recompute_partially(monkeypatch, model, ids, 3)
     loss, grads = grads_of(model, ids, ids)

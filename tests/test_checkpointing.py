@@ -115,6 +115,7 @@ def test_fewest_segments_keeps_the_latest_that_fit():
     assert checkpointing.fewest_segments([5, 1, 2, 3], 6) == 1
     assert checkpointing.fewest_segments([5, 1, 2, 3], 5) == 2
     assert checkpointing.fewest_segments([5, 1, 2, 3], 1) == 3  # all but the last, even if too big
+    assert checkpointing.fewest_segments([5], 1) == 0  # never the last
 
 
 @pytest.mark.parametrize(
@@ -179,7 +180,9 @@ def test_estimate_per_scheme_decreases_with_recomputation():
     assert sizes == [480, 380, 180, 80]
     assert checkpointing.estimate(Recompute("mlp"), steps, 0.55) == 216  # 45% of everything
     bb = tiny_backbone_config("gpt2", vocab_size=97, hidden_size=32, num_layers=2, num_heads=4)
-    assert 0 < checkpointing.bytes_per_token(bb, 4, mlp=False) < checkpointing.bytes_per_token(bb, 4)
+    assert (
+        0 < checkpointing.bytes_per_token(bb, 4, mlp=False) < checkpointing.bytes_per_token(bb, 4)
+    )
 
 
 def test_cost_of_partial_is_the_recomputed_share(monkeypatch):

@@ -139,7 +139,9 @@ def test_second_mechanism_bptt_cut(layer_rmt, depth, reaches_init):
 @pytest.mark.parametrize("depth,scheme", [(-1, True), (3, True), (-1, "partial"), (-1, "mlp")])
 def test_second_mechanism_checkpointing_same_gradients(layer_rmt, monkeypatch, depth, scheme):
     ids = rand_ids(2, 31)  # 7 segments; "partial" recomputes the first 3
-    plain_loss, plain = grads_of(layer_rmt(seg=5, bptt_depth=depth, segment_checkpointing=False), ids, ids)
+    plain_loss, plain = grads_of(
+        layer_rmt(seg=5, bptt_depth=depth, segment_checkpointing=False), ids, ids
+    )
     model = layer_rmt(seg=5, bptt_depth=depth, segment_checkpointing=scheme)
     recompute_partially(monkeypatch, model, ids, 3)
     loss, grads = grads_of(model, ids, ids)

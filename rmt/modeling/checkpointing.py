@@ -133,7 +133,14 @@ def fewest_segments(step_bytes: list[int], allowed: float) -> int:
         kept += step_bytes[i]
         if kept > allowed:
             return min(i + 1, len(step_bytes) - 1)
-    return 0 if sum(step_bytes) <= allowed else 1
+    return 0 if len(step_bytes) < 2 or sum(step_bytes) <= allowed else 1
+
+
+def partial(step_bytes: list[int], allowed: float) -> Recompute:
+    """The "partial" scheme for `allowed` bytes, named "none" when nothing needs recomputing and
+    "full" when all but the last segment do."""
+    r = fewest_segments(step_bytes, allowed)
+    return Recompute("none" if r == 0 else "full" if r == len(step_bytes) - 1 else "partial", r)
 
 
 def cost(scheme: Recompute, step_bytes: list[int]) -> float:
@@ -150,8 +157,7 @@ def choose(step_bytes: list[int], allowed: float, *, mlp_share: float | None) ->
     n = len(step_bytes)
     if n < 2 or sum(step_bytes) <= allowed:
         return Recompute()
-    r = fewest_segments(step_bytes, allowed)
-    candidates = [Recompute("full" if r == n - 1 else "partial", r)]
+    candidates = [partial(step_bytes, allowed)]
     if mlp_share is not None:
         candidates.append(Recompute("mlp"))
     fitting = [c for c in candidates if estimate(c, step_bytes, mlp_share or 0.0) <= allowed]

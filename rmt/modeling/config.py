@@ -123,6 +123,8 @@ class RMTConfig(PreTrainedConfig):
         return None if limit is None else limit - position_offset(self.backbone_config)
 
     def _validate_checkpointing(self) -> None:
+        """A known setting (True/False are matched as bools: 1 and 0 are refused), and "mlp" only
+        for a family whose MLPs rmt can recompute."""
         mode = self.segment_checkpointing
         if not any(mode is v if isinstance(v, bool) else mode == v for v in SETTINGS):
             raise ValueError(

@@ -225,10 +225,10 @@ class RMTPreTrainedModel(PreTrainedModel):
         if mode == "mlp":
             return Recompute("mlp")
         step_bytes, mlp_share = self._activation_estimate(plan)
-        allowed = self.config.checkpointing_budget * checkpointing.free_memory(plan.input_ids.device)
+        free = checkpointing.free_memory(plan.input_ids.device)
+        allowed = self.config.checkpointing_budget * free
         if mode == "partial":
-            r = checkpointing.fewest_segments(step_bytes, allowed)
-            return Recompute("none" if r == 0 else "full" if r == n - 1 else "partial", r)
+            return checkpointing.partial(step_bytes, allowed)
         return checkpointing.choose(step_bytes, allowed, mlp_share=mlp_share)
 
     def _activation_estimate(self, plan: SegmentPlan) -> tuple[list[int], float | None]:
@@ -238,10 +238,11 @@ class RMTPreTrainedModel(PreTrainedModel):
         bb = self.config.backbone_config
         dtype = activation_dtype(plan.input_ids.device, self.get_input_embeddings().weight.dtype)
         per_token = checkpointing.bytes_per_token(bb, dtype.itemsize)
-        step_bytes = [sum(e - s + extra for _, s, e in active) * per_token for active in plan.schedule]
+        step_bytes = [sum(e - s + extra for _, s, e in step) * per_token for step in plan.schedule]
         if self._mlp_recompute is None:
             return step_bytes, None
-        return step_bytes, 1 - checkpointing.bytes_per_token(bb, dtype.itemsize, mlp=False) / per_token
+        kept = checkpointing.bytes_per_token(bb, dtype.itemsize, mlp=False)
+        return step_bytes, 1 - kept / per_token
 
     # ------------------------------------------------------------------ segmentation
     def make_plan(self, input_ids, attention_mask=None) -> SegmentPlan:
