@@ -21,10 +21,11 @@ Why this order, from measurements (`scripts/bench_train.py --schemes`, docs/perf
 "Recomputation schemes"; CPU process time, one thread): on a GPT-2-sized model (4 of GPT-2
 small's layers, segment 128, 8 segments) recomputing every segment but the last added 29% to the
 plain step, the first half of the segments 14%, the MLPs alone 13% (at 32 segments +20% / +2% /
-+1%); the tiny llama preset gave +48% / +24% / +21% at 8 segments and +72% / +30% / +23% at 32.
-So the MLPs cost about as much as recomputing 5-40% of the segments (0.13 against 0.33 per share
-recomputed at 8 segments: the constants below) while dropping more than half of the activations
-(55% estimated; 56-71% measured: the estimate is on the safe side), and:
++1%); all 12 layers at 8 segments +35% / +25% / +26%; the tiny llama preset +48% / +24% / +21%
+at 8 segments and +72% / +30% / +23% at 32. So the MLPs cost about as much as recomputing 5-65%
+of the segments (median 38%; the constants below, 0.13 against 0.33 per share, make it 39%) while
+dropping more than half of the activations (55% estimated; 56-71% measured: the estimate is on the
+safe side), and:
 - a little over budget: "partial" (a few segments recomputed is cheaper than every MLP);
 - when more than ~40% of the segments would have to be recomputed and the MLP scheme fits: "mlp";
 - when even that does not fit: "partial" with more segments, up to "full".
