@@ -55,7 +55,6 @@ INTERMEDIATE_VECTORS_PER_LAYER = 3  # saved MLP-sized tensors per token and laye
 SEGMENT_RECOMPUTE_COST = 0.33
 MLP_RECOMPUTE_COST = 0.13
 
-SCHEMES = ("none", "partial", "mlp", "full")
 SETTINGS = (True, False, "auto", "partial", "mlp")  # values of `segment_checkpointing`
 
 
@@ -69,6 +68,7 @@ class Recompute:
 
     @property
     def mlp(self) -> bool:
+        """Whether the MLPs are recomputed (the "mlp" scheme)."""
         return self.scheme == "mlp"
 
 
@@ -188,6 +188,7 @@ class MLPRecompute:
 
 
 def _mlp_forward(module, *args, **kwargs):
+    """An MLP's forward, checkpointed while its `MLPRecompute` is active (see there)."""
     forward = type(module).forward.__get__(module)
     if module._rmt_recompute.active and torch.is_grad_enabled():
         return checkpoint(forward, *args, use_reentrant=False, **kwargs)
