@@ -9,18 +9,22 @@ process so that its peak memory (RSS on CPU, `max_memory_allocated` on CUDA) is 
     python scripts/bench_train.py --backbone gpt2-small --segments 1,2,4,8 --steps 1
     python scripts/bench_train.py --memory rmt,armt --segments 2,8   # ARMT's step time over RMT's
     python scripts/bench_train.py --baseline --steps 5 --segments 2,8,32   # vs the published algorithm
+    python scripts/bench_train.py --schemes off,full,partial,mlp --segments 8,32   # recomputation
 
 Prints one JSON document and writes `<out>/train_<backbone>_<device>[_<memories>].{json,png}`.
 Targets (issue 6): with checkpointing, peak(32 segments) <= 1.3 x peak(2 segments), and
 tokens/s within 1.4x of the non-checkpointed path (both on the first --memory). Issue 16: an ARMT
 step takes at most 1.5x an RMT step with the same backbone and memory tokens. Issue 15
 (`--baseline`): rmt's default against the published algorithm (all logits, no checkpointing) on the
-same machine in the same call, with peak memory and MFU.
+same machine in the same call, with peak memory and MFU; `--schemes`: each recomputation scheme
+(`rmt.modeling.checkpointing`) against none, in tokens/s, CPU time per step and peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -36,6 +40,9 @@ MEMORY_TARGET = 1.3  # peak(32 segments) / peak(2 segments), with checkpointing
 SPEED_TARGET = 1.4  # tokens/s without checkpointing / tokens/s with it
 ARMT_TARGET = 1.5  # ARMT step time / RMT step time
 MEMORIES = {"rmt": "tokens", "armt": "armt"}  # --memory name -> RMTConfig.memory_type
+# --schemes name -> RMTConfig.segment_checkpointing. "partial" recomputes the first
+# --partial-share of the segments (the free memory it sees is faked to just fit the rest).
+SCHEMES = {"off": False, "full": True, "partial": "partial", "mlp": "mlp", "auto": "auto"}
 
 
 def measure(p: dict) -> dict:
@@ -50,6 +57,8 @@ def measure(p: dict) -> dict:
     device = p["device"]
     dtype = bc.resolve_dtype(p["dtype"], device)
     preset = bc.PRESETS[p["backbone"]]
+    if p.get("num_layers"):
+        preset = dataclasses.replace(preset, num_layers=p["num_layers"])
     seg, mem = p["segment_size"], p["mem_tokens"]
     config = RMTConfig(
         backbone_config=bc.backbone_config(preset, max(preset.max_positions, seg + 2 * mem)),
@@ -66,6 +75,42 @@ def measure(p: dict) -> dict:
     labels = torch.full_like(ids, -100)
     labels[:, -p["answer_tokens"] :] = ids[:, -p["answer_tokens"] :]  # answer-only, as in BABILong
     autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
+    with fake_free_memory(model, ids, autocast, p):
+        result = timed_steps(model, opt, ids, labels, autocast, baseline, p)
+    result["model_flops_per_step"] = model_flops(
+        model, result["tokens_per_step"], result.pop("head_rows")
+    )
+    return result
+
+
+@contextlib.contextmanager
+def fake_free_memory(model, ids, autocast, p: dict):
+    """With `checkpointing="partial"`: the free memory the policy sees is just what the segments
+    after the first `partial_share` of them need, so that it recomputes those (real free memory
+    would make it recompute nothing on a big machine). Other schemes: nothing changes."""
+    from rmt.modeling import checkpointing
+
+    if p["checkpointing"] != "partial":
+        yield
+        return
+    with autocast:
+        step_bytes, _ = model._activation_estimate(model.make_plan(ids))
+    r = min(max(1, round(p.get("partial_share", 0.5) * len(step_bytes))), len(step_bytes) - 1)
+    real, free = checkpointing.free_memory, sum(step_bytes[r:]) / model.config.checkpointing_budget
+    checkpointing.free_memory = lambda device: free
+    try:
+        yield
+    finally:
+        checkpointing.free_memory = real
+
+
+def timed_steps(model, opt, ids, labels, autocast, baseline: bool, p: dict) -> dict:
+    """Warm-up and timed training steps: speed (wall and process CPU time) and peak memory."""
+    import torch
+
+    from rmt.modeling.checkpointing import Recompute
+
+    device = p["device"]
 
     def step() -> float:
         with autocast:
@@ -90,15 +135,16 @@ def measure(p: dict) -> dict:
         bc.sync(device)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    tokens = p["batch_size"] * length
+    tokens = ids.numel()
     with autocast:
-        recomputed = not baseline and model._use_checkpointing(model.make_plan(ids))
-    head_rows = tokens if baseline else p["batch_size"] * p["answer_tokens"]
+        recompute = Recompute() if baseline else model._recompute(model.make_plan(ids))
     result = {
         "status": "ok",
         "algorithm": p.get("algorithm", "rmt"),
-        "recomputed": recomputed,  # whether segments were recomputed in backward
-        "model_flops_per_step": model_flops(model, tokens, head_rows),
+        "recomputed": recompute.scheme != "none",  # whether anything was recomputed in backward
+        "scheme": recompute.scheme,  # what: none | partial | mlp | full
+        "recomputed_segments": recompute.segments,  # partial/full: segments recomputed
+        "head_rows": tokens if baseline else p["batch_size"] * p["answer_tokens"],
         "memory": p["memory"],
         "segments": p["segments"],
         "checkpointing": p["checkpointing"],
@@ -192,7 +238,7 @@ def check_targets(points: list[dict]) -> dict:
     slowdowns, cpu_slowdowns = {}, {}
     for (ckpt, n), point in ok.items():
         other = ok.get((False, n))
-        if ckpt and other and n >= 2:
+        if ckpt is True and other and n >= 2:
             slowdowns[n] = round(other["tokens_per_s"] / point["tokens_per_s"], 3)
             cpu_slowdowns[n] = round(other["cpu_tokens_per_s"] / point["cpu_tokens_per_s"], 3)
     if slowdowns:
@@ -315,6 +361,42 @@ def baseline_comparison(points: list[dict], peak: float | None) -> dict:
     return {"rows": rows, "table": "\n".join(lines), "peak_flops": peak, "mfu_counted_as": MFU_NOTE}
 
 
+SCHEME_HEAD = (
+    "| memory | segments | setting | scheme (segments recomputed) | tok/s (wall) | CPU s/step "
+    "| CPU time / off | peak MiB over base | peak / off |"
+)
+
+
+def scheme_comparison(points: list[dict]) -> dict:
+    """Per memory and segment count: each scheme's tokens/s, CPU time per step and peak memory
+    (over the process's memory before the first step), and its CPU time and peak over "off"."""
+    ok = [p for p in points if p.get("status") == "ok"]
+    off = {(p["memory"], p["segments"]): p for p in ok if p["checkpointing"] is False}
+    names = {value: name for name, value in SCHEMES.items()}
+    rows, lines = [], [SCHEME_HEAD, "|" + "---|" * 9]
+    for p in sorted(ok, key=lambda q: (q["memory"], q["segments"])):
+        ref = off.get((p["memory"], p["segments"]))
+        row = {
+            "memory": p["memory"], "segments": p["segments"], "setting": names[p["checkpointing"]],
+            "scheme": p["scheme"], "recomputed_segments": p["recomputed_segments"],
+            "tokens_per_s": p["tokens_per_s"], "cpu_s": p["cpu_s"],
+            "peak_over_base_mb": p["peak_over_base_mb"],
+            "cpu_over_off": None if ref is None else round(p["cpu_s"] / ref["cpu_s"], 3),
+            "peak_over_off": None if ref is None else round(
+                p["peak_over_base_mb"] / max(ref["peak_over_base_mb"], 1e-9), 3
+            ),
+        }  # fmt: skip
+        rows.append(row)
+        ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        lines.append(
+            f"| {p['memory']} | {p['segments']} | {row['setting']} | {p['scheme']} "
+            f"({p['recomputed_segments']}) | {p['tokens_per_s']:,.1f} | {p['cpu_s']:.4f} "
+            f"| {ratio(row['cpu_over_off'])} | {p['peak_over_base_mb']:,.1f} "
+            f"| {ratio(row['peak_over_off'])} |"
+        )
+    return {"rows": rows, "table": "\n".join(lines)}
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -330,7 +412,7 @@ def plot(result: dict, path: Path) -> None:
         else:
             ckpt = {True: "segment checkpointing", False: "no checkpointing"}
             label = f"{p.get('memory', 'rmt')}, " + ckpt.get(
-                p["checkpointing"], "checkpointing auto"
+                p["checkpointing"], f"checkpointing {p['checkpointing']}"
             )
         series.setdefault(label, []).append(p)
     for style, (label, pts) in zip(
@@ -363,6 +445,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--backbone", default="tiny", choices=sorted(bc.PRESETS))
     ap.add_argument("--segments", default="1,2,4,8,16,32", help="segment counts to measure")
     ap.add_argument("--checkpointing", default="both", choices=["both", "on", "off"])
+    ap.add_argument(
+        "--schemes", default=None,
+        help=f"recomputation schemes to compare (instead of --checkpointing): {', '.join(SCHEMES)}",
+    )  # fmt: skip
+    ap.add_argument(
+        "--partial-share", type=float, default=0.5,
+        help="--schemes partial: share of the segments recomputed (the earliest)",
+    )  # fmt: skip
     ap.add_argument("--memory", default="rmt", help="memory mechanisms to measure: rmt, armt")
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per point")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
@@ -370,6 +460,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--answer-tokens", type=int, default=3, help="labelled tokens at the end")
     ap.add_argument("--segment-size", type=int, default=None, help="default: the preset's")
     ap.add_argument("--mem-tokens", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--num-layers", type=int, default=None, help="default: the preset's")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA) | fp32 | bf16")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument(
@@ -409,6 +500,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.memory.split(",")) - set(MEMORIES)
     if unknown or not args.memory:
         raise SystemExit(f"--memory: use names from {', '.join(MEMORIES)} (got {args.memory!r})")
+    unknown = set((args.schemes or "off").split(",")) - set(SCHEMES)
+    if unknown:
+        raise SystemExit(f"--schemes: use names from {', '.join(SCHEMES)} (got {args.schemes!r})")
+    if not 0 < args.partial_share < 1:
+        raise SystemExit("--partial-share must be between 0 and 1 (e.g. 0.5)")
+    if args.baseline and args.schemes:
+        raise SystemExit("--baseline and --schemes are separate comparisons: give one of them")
     if args.baseline and args.memory != "rmt":
         raise SystemExit("--baseline compares the published algorithm with --memory rmt only")
     if args.baseline and args.steps < 5 and not args.quick:
@@ -447,11 +545,15 @@ def main(argv=None) -> dict:
     if isolation == "fork":
         bc.preload("torch", "transformers", "rmt", "rmt.modeling.causal_lm")
     preset = bc.PRESETS[args.backbone]
+    if args.num_layers:
+        preset = dataclasses.replace(preset, num_layers=args.num_layers)
     segment_size = args.segment_size or preset.segment_size
     mem_tokens = preset.num_mem_tokens if args.mem_tokens is None else args.mem_tokens
     if args.answer_tokens >= segment_size:
         raise SystemExit(f"--answer-tokens must be smaller than the segment size ({segment_size})")
     modes = {"both": [False, True], "on": [True], "off": [False]}[args.checkpointing]
+    if args.schemes:
+        modes = [SCHEMES[name] for name in args.schemes.split(",")]
     settings = {
         "segment_size": segment_size,
         "mem_tokens": mem_tokens,
@@ -463,16 +565,17 @@ def main(argv=None) -> dict:
         "isolation": isolation,
         "optimizer": "AdamW",
         "memory_fraction": args.memory_fraction,
+        "partial_share": args.partial_share,
     }
     memories = args.memory.split(",")
     settings["memories"] = memories
     runs = [(m, "rmt", c) for m in memories for c in modes]
-    if args.baseline:  # same segment count back to back: a loaded machine drifts less between them
+    if args.baseline:
         runs = [("rmt", "baseline", False), ("rmt", "rmt", "auto"), ("rmt", "rmt", False)]
     segments = bc.parse_int_list(args.segments, "segments")
-    order = (
+    order = (  # the points compared at one segment count back to back (a loaded machine drifts)
         [(r, n) for n in segments for r in runs]
-        if args.baseline
+        if args.baseline or args.schemes
         else [(r, n) for r in runs for n in segments]
     )
     points, done = [], {r: [] for r in runs}  # done: earlier points of a run, to predict peaks
@@ -483,7 +586,8 @@ def main(argv=None) -> dict:
             "segment_size": segment_size, "mem_tokens": mem_tokens,
             "batch_size": args.batch_size, "answer_tokens": args.answer_tokens,
             "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
-            "threads": args.threads, "seed": args.seed,
+            "threads": args.threads, "seed": args.seed, "partial_share": args.partial_share,
+            "num_layers": args.num_layers,
         }  # fmt: skip
         point = run_or_skip(
             script, params, done[(memory, algorithm, ckpt)], device, isolation, args
@@ -499,12 +603,16 @@ def main(argv=None) -> dict:
         )
         bc.log(targets["baseline_comparison"]["table"])
         bc.log(MFU_NOTE)
+    if args.schemes:
+        targets["schemes"] = scheme_comparison(points)
+        bc.log(targets["schemes"]["table"])
     return bc.finish(
         script="scripts/bench_train.py",
         benchmark="train_step",
         stem=f"train_{args.backbone}_{device}"
         + ("" if memories == ["rmt"] else f"_{'-'.join(memories)}")
-        + ("_baseline" if args.baseline else ""),
+        + ("_baseline" if args.baseline else "")
+        + ("_schemes" if args.schemes else ""),
         args=args,
         preset=preset,
         device=device,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Issue 15's GPU measurements in one time-boxed run (<= 320 s on an H200), rows in priority order:
+# Issue 15's GPU measurements in one time-boxed run (<= 200 s on an H200), rows in priority order:
 #   1. GPT-2-small (random, 12 layers, d=768, vocab 50257), batch 8 x segment 128, 10 memory tokens,
 #      8, 32 then 2 segments: the published algorithm (baseline) vs rmt default vs checkpointing off
-#   2. batch 16 x segment 512, 16 memory tokens, 8 then 2 segments: the same three
+#   1b. the recomputation schemes (rmt/modeling/checkpointing.py) at batch 8 x segment 128, 8 and
+#      32 segments: off, full, partial (the first half of the segments), mlp, auto: tok/s, peak
+#   2. batch 16 x segment 512, 16 memory tokens, 8 then 2 segments: the same three as row 1
 #   3. the default tiny `rmt-train` (no arguments) for 60 s: steps/s, data-wait share
 #   4. ARMT vs RMT, GPT-2-small, batch 8 x segment 128 x 8 segments (issue 16 item 6)
 #   5. batched scoring (rmt-eval's answer path, `scripts/bench_eval.py`), GPT-2-small, segment 512,
@@ -10,8 +12,9 @@
 #   6. the same with `compile=true` (torch.compile of the segment step), batch 8, 4k-32k
 # Rows 1-4: full BPTT, labels on the last 4 tokens, bf16 autocast, AdamW, medians of 5 timed steps
 # after 2 warm-up steps, MFU against the card's bf16 peak. Rows 5-6: bf16 weights, inference,
-# medians of 3 timed batches after a warm-up. Results: OUT/*.json, OUT/*.log and
-# OUT/summary.md. Each row gets its own time box, cut to what is left of the budget.
+# medians of 3 timed batches after a warm-up. Results: OUT/*.json, OUT/*.log and OUT/summary.md.
+# Each row gets its own time box, cut to what is left of the budget; the default budget (200 s)
+# ends within row 2, and --budget 450 leaves room for every row.
 #
 #   scripts/gpu_speed.sh OUT [--smoke] [--wheels DIR] [--budget SECONDS]
 #   --smoke: tiny sizes on the CPU (checks that every row runs; seconds, not numbers)
@@ -19,7 +22,7 @@
 set -u
 OUT=${1:?usage: scripts/gpu_speed.sh OUT [--smoke] [--wheels DIR] [--budget SECONDS]}
 shift
-SMOKE=0 WHEELS="" BUDGET=320
+SMOKE=0 WHEELS="" BUDGET=200
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) SMOKE=1 ;;
@@ -73,7 +76,7 @@ if [ "$SMOKE" = 1 ]; then
   GPT=(--backbone tiny --device cpu --dtype fp32 --steps 5 --warmup 1 --threads 1)
   S1=(--batch-size 2 --segment-size 16 --mem-tokens 4 --segments 2,4)
   S2=(--batch-size 2 --segment-size 32 --mem-tokens 4 --segments 2)
-  RECIPE_S=5 OVERHEAD=90 ARMT_BOX=90  # a loaded 2-core CPU: setup and validation are slow
+  RECIPE_S=5 OVERHEAD=90 ARMT_BOX=90 SCHEME_BOX=180  # a loaded 2-core CPU: all is slow
   EVAL=(--backbone tiny --device cpu --dtype fp32 --threads 1 --segment-size 32 --mem-tokens 4
         --lengths 256,1k --repeats 1 --new-tokens 2)
   EVAL_B=(--batches 2,4) COMPILED=(--batches 2 --compile --compile-backend eager) EVAL_BOX=90
@@ -81,12 +84,15 @@ else
   GPT=(--backbone gpt2-small --device cuda --dtype bf16 --steps 5 --warmup 2)
   S1=(--batch-size 8 --segment-size 128 --mem-tokens 10 --segments 8,32,2)
   S2=(--batch-size 16 --segment-size 512 --mem-tokens 16 --segments 8,2)
-  RECIPE_S=60 OVERHEAD=30 ARMT_BOX=30  # OVERHEAD: the recipe's setup + final validation
+  RECIPE_S=60 OVERHEAD=30 ARMT_BOX=30 SCHEME_BOX=90  # OVERHEAD: the recipe's setup + final validation
   EVAL=(--backbone gpt2-small --device cuda --dtype bf16 --lengths 4k,8k,16k,32k,64k,128k --repeats 3)
   EVAL_B=(--batches 8,32) COMPILED=(--batches 8 --lengths 4k,8k,16k,32k --compile) EVAL_BOX=55
 fi
 
 row r1_b8_s128 75 "${BENCH[@]}" "${GPT[@]}" "${S1[@]}" --baseline --out "$OUT/r1"
+SCHEME_SEGMENTS=$([ "$SMOKE" = 1 ] && echo 2,4 || echo 8,32)
+row r1b_schemes "$SCHEME_BOX" "${BENCH[@]}" "${GPT[@]}" "${S1[@]}" --segments "$SCHEME_SEGMENTS" \
+  --schemes off,full,partial,mlp,auto --out "$OUT/r1b"
 row r2_b16_s512 45 "${BENCH[@]}" "${GPT[@]}" "${S2[@]}" --baseline --out "$OUT/r2"
 t=$(($(left) - OVERHEAD))  # the recipe's setup and final validation come on top of its fit
 [ "$t" -gt "$RECIPE_S" ] && t=$RECIPE_S

@@ -67,6 +67,17 @@ def eval_row(out: Path, name: str, title: str) -> list[str]:
     return [*lines, bench_common.scoring_table({"points": points}, mem), ""]
 
 
+def scheme_row(out: Path, name: str) -> list[str]:
+    """Each recomputation scheme against none (`bench_train.py --schemes`)."""
+    doc = load(out, name)
+    points = doc["points"] if doc else logged_points(out, name)
+    lines = [f"## recomputation schemes, batch 8 x segment 128 ({name}"
+             f"{'' if doc else ', cut short: points from its log'})", ""]  # fmt: skip
+    if not points:
+        return [*lines, "no point finished", ""]
+    return [*lines, bench_train.scheme_comparison(points)["table"], ""]
+
+
 def main(out: Path) -> None:
     machine = load(out, "machine") or {}
     peak = next((v for k, v in bench_train.PEAK_FLOPS.items() if k in machine.get("gpu", "")), None)
@@ -75,6 +86,7 @@ def main(out: Path) -> None:
     lines += ["```", rows.strip(), "```", "", bench_train.MFU_NOTE, ""]
     for name, title in TRAIN_ROWS.items():
         lines += train_row(out, name, title, peak)
+    lines += scheme_row(out, "r1b_schemes")
     recipe = load(out, "r3_recipe")
     lines += ["## default tiny rmt-train (r3_recipe)", ""]
     if recipe:

@@ -292,3 +292,23 @@ def written_memory_grads(model, ids, labels):
     finally:
         del model._run_segment
     return [w.grad for w in written], model.memory.tokens.grad
+
+
+def recompute_partially(monkeypatch, model, ids, segments: int, attention_mask=None) -> None:
+    """Makes `segment_checkpointing="partial"` (and `auto` without the "mlp" scheme) recompute
+    exactly the first `segments` steps of a forward over `ids`: the fake free memory is what the
+    later steps' activations need under the model's budget."""
+    from rmt.modeling import checkpointing
+
+    step_bytes, _ = model._activation_estimate(model.make_plan(ids, attention_mask))
+    free = sum(step_bytes[segments:]) / model.config.checkpointing_budget
+    monkeypatch.setattr(checkpointing, "free_memory", lambda device: free)
+
+
+def grads_of(model, ids, labels) -> tuple:
+    """(loss tensor, {name: gradient}) of one training forward + backward of `model`."""
+    loss = model.train()(ids, labels=labels).loss
+    loss.backward()
+    return loss.detach(), {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }

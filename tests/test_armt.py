@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from helpers import forward_greedy, generate_with_logits, pad_batch
+from helpers import forward_greedy, generate_with_logits, grads_of, pad_batch, recompute_partially
 from transformers import AutoModelForCausalLM
 
 from rmt import RMTConfig, RMTForCausalLM
@@ -137,18 +137,21 @@ def test_bptt_depth_cuts_exactly_through_the_associative_state(family, depth, re
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("depth", [-1, 3])
-def test_checkpointed_gradients_equal_plain(family, depth):
+@pytest.mark.parametrize("depth,scheme", [(-1, True), (3, True), (-1, "partial"), (-1, "mlp")])
+def test_checkpointed_gradients_equal_plain(monkeypatch, family, depth, scheme):
+    """Every recomputation scheme (`rmt.modeling.checkpointing`); "partial" recomputes 3 of 7."""
     ids = rand_ids(2, 7 * SEG - 2)
-    grads = []
-    for ckpt in (False, True):
-        model = make(family, bptt_depth=depth, segment_checkpointing=ckpt).train()
-        model(ids, labels=ids).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys()
-    assert "memory.query" in grads[0] and "memory.value" in grads[0]
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], **TOL)
+    plain_loss, plain = grads_of(
+        make(family, bptt_depth=depth, segment_checkpointing=False), ids, ids
+    )
+    model = make(family, bptt_depth=depth, segment_checkpointing=scheme)
+    recompute_partially(monkeypatch, model, ids, 3)
+    loss, grads = grads_of(model, ids, ids)
+    torch.testing.assert_close(loss, plain_loss, **TOL)
+    assert grads.keys() == plain.keys()
+    assert "memory.query" in plain and "memory.value" in plain
+    for name in plain:
+        torch.testing.assert_close(grads[name], plain[name], **TOL)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

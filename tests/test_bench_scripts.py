@@ -244,6 +244,34 @@ def test_model_flops_count_non_embedding_parameters_and_head_rows(tiny_rmt):
     )
 
 
+def test_scheme_comparison_sets_each_scheme_against_off():
+    def point(ckpt, scheme, segments, cpu_s, peak):
+        return {"status": "ok", "memory": "rmt", "checkpointing": ckpt, "segments": segments,
+                "scheme": scheme, "recomputed_segments": {"full": 7, "partial": 4}.get(scheme, 0),
+                "tokens_per_s": 100.0, "cpu_s": cpu_s, "peak_over_base_mb": peak}  # fmt: skip
+
+    points = [point(False, "none", 8, 1.0, 200.0), point(True, "full", 8, 1.5, 50.0),
+              point("partial", "partial", 8, 1.2, 110.0), point("mlp", "mlp", 8, 1.3, 100.0),
+              point("mlp", "mlp", 32, 1.0, 1.0)]  # fmt: skip
+    result = bench_train.scheme_comparison(points)
+    by_setting = {(r["setting"], r["segments"]): r for r in result["rows"]}
+    assert by_setting[("full", 8)]["cpu_over_off"] == 1.5
+    assert by_setting[("partial", 8)]["peak_over_off"] == 0.55
+    assert by_setting[("mlp", 8)]["recomputed_segments"] == 0
+    assert by_setting[("mlp", 32)]["cpu_over_off"] is None  # no "off" point at 32 segments
+    assert "| rmt | 8 | partial | partial (4) |" in result["table"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [(["--schemes", "off,some"], "--schemes"), (["--partial-share", "1"], "--partial-share"),
+     (["--schemes", "off", "--baseline", "--steps", "5"], "separate comparisons")],
+)  # fmt: skip
+def test_scheme_arguments_are_checked(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        bench_train.parse_args(argv)
+
+
 def test_baseline_comparison_ratios_and_mfu():
     def point(algorithm, ckpt, tok_s, recomputed=False):
         return {"status": "ok", "algorithm": algorithm, "checkpointing": ckpt, "segments": 8,

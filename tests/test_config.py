@@ -169,7 +169,8 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["+bogus=1"], "bogus"),
         (["backbone.family=bert"], "backbone.family"),
         (["segment.alignment=middle"], "segment.alignment"),
-        (["segment.checkpointing=sometimes"], "segment.checkpointing"),
+        (["segment.checkpointing=sometimes"], "use auto, true, false, partial or mlp"),
+        (["segment.checkpointing=mlp", "backbone=tiny_encoder"], "segment.checkpointing=mlp needs"),
         (["segment.checkpointing_budget=0"], "segment.checkpointing_budget"),
         (["segment.checkpointing_budget=1.5"], "segment.checkpointing_budget"),
         (["segment.size=250", "backbone.max_positions=256"], "segment.size"),
@@ -330,3 +331,10 @@ def test_headline_command_for_every_generated_task(name, offline_tokenizer):
     built = build.task_for(cfg, offline_tokenizer)
     built.preflight()
     assert built.validation_length(len(task.curriculum) - 1) == longest[-1] * 64
+
+
+@pytest.mark.parametrize("setting", ["partial", "mlp", True, False, "auto"])
+def test_recomputation_settings_compose_and_reach_the_model_config(setting):
+    cfg = compose_config([f"segment.checkpointing={str(setting).lower()}"])
+    validate(cfg)
+    assert build.rmt_kwargs(cfg)["segment_checkpointing"] == setting

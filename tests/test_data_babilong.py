@@ -120,6 +120,22 @@ def test_builder_tokenizes_background_once_like_the_tokenizer(tok):
     assert builder.flat.tolist() == [t for ids in expected for t in ids]
 
 
+def test_background_ignores_padding_and_truncation_in_the_tokenizer_file():
+    """A tokenizer.json with padding and truncation on (sentence-transformers ship them, e.g.
+    all-MiniLM-L6-v2 at 128) must not pad or cut background sentences: it once filled minilm's
+    haystacks with [PAD] (one sentence, then pads, per 128 tokens)."""
+    tok = build_tokenizer()
+    bg = Background([f"The bell rang {w} times." for w in ("gladly", "softly") * 15])
+    expected = HaystackBuilder(tok, bg).flat.tolist()
+    padded = build_tokenizer()
+    padded.backend_tokenizer.enable_padding(length=12, pad_id=tok.pad_token_id)
+    padded.backend_tokenizer.enable_truncation(max_length=4)
+    builder = HaystackBuilder(padded, bg)
+    assert builder.flat.tolist() == expected
+    assert tok.pad_token_id not in builder.flat.tolist()
+    assert padded.backend_tokenizer.padding is not None  # the caller's tokenizer is untouched
+
+
 def test_format_example_labels_and_prompt(tok):
     haystack = np.array(tok(" The bell rang.", add_special_tokens=False)["input_ids"])
     ex = format_example(tok, haystack, "What is Mary carrying?", "apple,milk")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import grads_of, recompute_partially
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -135,18 +136,20 @@ def test_second_mechanism_bptt_cut(layer_rmt, depth, reaches_init):
     assert (grad is not None and grad.abs().sum().item() > 0) == reaches_init
 
 
-@pytest.mark.parametrize("depth", [-1, 3])
-def test_second_mechanism_checkpointing_same_gradients(layer_rmt, depth):
-    ids = rand_ids(2, 31)  # 7 segments
-    grads = []
-    for ckpt in (False, True):
-        model = layer_rmt(seg=5, bptt_depth=depth, segment_checkpointing=ckpt).train()
-        model(ids, labels=ids).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys()
-    assert ("memory.init" in grads[0]) == (depth == -1)
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], **TOL)
+@pytest.mark.parametrize("depth,scheme", [(-1, True), (3, True), (-1, "partial"), (-1, "mlp")])
+def test_second_mechanism_checkpointing_same_gradients(layer_rmt, monkeypatch, depth, scheme):
+    ids = rand_ids(2, 31)  # 7 segments; "partial" recomputes the first 3
+    plain_loss, plain = grads_of(
+        layer_rmt(seg=5, bptt_depth=depth, segment_checkpointing=False), ids, ids
+    )
+    model = layer_rmt(seg=5, bptt_depth=depth, segment_checkpointing=scheme)
+    recompute_partially(monkeypatch, model, ids, 3)
+    loss, grads = grads_of(model, ids, ids)
+    torch.testing.assert_close(loss, plain_loss, **TOL)
+    assert grads.keys() == plain.keys()
+    assert ("memory.init" in plain) == (depth == -1)
+    for name in plain:
+        torch.testing.assert_close(grads[name], plain[name], **TOL)
 
 
 def test_second_mechanism_read_memory_equals_forward_of_the_prefix(layer_rmt):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import recompute_partially
 
 from rmt.modeling.config import ALIGNMENTS
 from rmt.modeling.segmentation import batch_schedule, segment_bounds
@@ -136,9 +137,10 @@ def test_read_memory_equals_forward_memory_of_the_prefix(tiny_rmt, family, align
 
 
 @pytest.mark.parametrize(
-    "depth,checkpointing", [(-1, False), (1, False), (2, False), (2, True), (-1, True)]
+    "depth,checkpointing",
+    [(-1, False), (1, False), (2, False), (2, True), (-1, True), (-1, "partial"), (-1, "mlp")],
 )
-def test_padded_batch_gradients_equal_sum_over_samples(tiny_rmt, depth, checkpointing):
+def test_padded_batch_gradients_equal_sum_over_samples(tiny_rmt, monkeypatch, depth, checkpointing):
     """Truncated BPTT and checkpointing cut each sample as they would cut it alone.
 
     The batch loss summed over labelled tokens has the gradient of the per-sample sums: no memory
@@ -148,6 +150,7 @@ def test_padded_batch_gradients_equal_sum_over_samples(tiny_rmt, depth, checkpoi
     model = tiny_rmt("llama", mem=3, seg=SEG, segment_alignment="right", **kwargs).train()
     seqs = samples()
     ids, mask, _ = pad_batch(seqs, "left")
+    recompute_partially(monkeypatch, model, ids, 2, mask)  # "partial": the batch's first 2 steps
     out = model(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
     (out.sample_loss * out.num_label_tokens).sum().backward()
     batch_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -27,7 +27,7 @@ from transformers import AutoConfig
 
 from rmt.config.keys import check_known_keys
 from rmt.errors import ConfigError
-from rmt.modeling.adapters import is_causal, position_offset
+from rmt.modeling.adapters import has_mlps, is_causal, position_offset
 from rmt.modeling.backbones import ENCODER_FAMILIES, minilm_path
 from rmt.modeling.backbones import FAMILIES as BACKBONE_FAMILIES
 from rmt.modeling.config import ALIGNMENTS, RMTConfig, position_budget_error
@@ -39,6 +39,7 @@ from rmt.tasks.base import task_class
 DEFAULT_TASK = "babilong"
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+CHECKPOINTING = ("auto", True, False, "partial", "mlp")  # segment.checkpointing
 TRACKERS = ("wandb", "mlflow")  # trainer.log_with (Accelerate trackers, rmt/train/trackers.py)
 
 
@@ -130,8 +131,11 @@ def memory_kwargs(mem: DictConfig) -> dict:
 class SegmentConfig:
     size: int = 64  # tokens of input per segment (memory tokens come on top)
     alignment: str = "left"  # left | right | center: where the partial segment goes
-    checkpointing: Any = "auto"  # "auto" | true | false: recompute segments in backward
-    # auto: recompute only when the whole chain's activations exceed this fraction of free memory
+    # What to recompute in backward (rmt/modeling/checkpointing.py): true = every segment but the
+    # last, false = nothing, mlp = every layer's MLP, partial = the fewest earliest segments for
+    # the rest to fit the budget, auto = nothing if the whole chain fits, else the cheapest that fits
+    checkpointing: Any = "auto"  # auto | true | false | partial | mlp
+    # auto/partial: the kept activations may use this fraction of the free memory
     checkpointing_budget: float = 0.5
 
 
@@ -402,20 +406,31 @@ def _check_keys(cfg: DictConfig) -> None:
     check_known_keys(cfg, "rmt-train")
 
 
-def _check_model(cfg: DictConfig) -> None:
-    """backbone, memory, segment."""
-    bb, mem, seg = cfg.backbone, cfg.memory, cfg.segment
-    _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES + ENCODER_FAMILIES)
-    _check_choice(seg.alignment, "segment.alignment", ALIGNMENTS)
-    if seg.checkpointing not in ("auto", True, False):
+def _check_checkpointing(bb: DictConfig, seg: DictConfig) -> None:
+    """segment.checkpointing is a scheme the backbone supports; the budget is a fraction."""
+    if seg.checkpointing not in CHECKPOINTING:
         raise ConfigError(
-            f"segment.checkpointing={seg.checkpointing!r} is not valid; use auto, true or false."
+            f"segment.checkpointing={seg.checkpointing!r} is not valid; use auto, true, false, "
+            "partial or mlp."
+        )
+    if seg.checkpointing == "mlp" and bb.pretrained is None and not has_mlps(bb.family):
+        raise ConfigError(
+            f"segment.checkpointing=mlp needs a backbone with one MLP module per layer; "
+            f"backbone.family={bb.family} has none rmt knows; use segment.checkpointing=auto."
         )
     if not 0 < seg.checkpointing_budget <= 1:
         raise ConfigError(
             f"segment.checkpointing_budget={seg.checkpointing_budget} is not a fraction of the free "
             "memory; use 0 < budget <= 1 (e.g. segment.checkpointing_budget=0.5)."
         )
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """backbone, memory, segment."""
+    bb, mem, seg = cfg.backbone, cfg.memory, cfg.segment
+    _check_choice(bb.family, "backbone.family", BACKBONE_FAMILIES + ENCODER_FAMILIES)
+    _check_choice(seg.alignment, "segment.alignment", ALIGNMENTS)
+    _check_checkpointing(bb, seg)
     _check_at_least(("segment.size", seg.size, 1), ("memory.num_tokens", mem.num_tokens, 0))
     if bb.pretrained is None and bb.hidden_size % bb.num_heads:
         raise ConfigError(

@@ -26,6 +26,9 @@ class BackboneAdapter:
         embedding table reserves the rows up to the padding index).
     pooler: attribute of the base model's own pooler (BERT's [CLS] dense layer), which rmt's
         heads never use; its weights are frozen so that DDP does not wait for their gradients.
+    mlp: attribute, on each block, of its MLP as one module called on the hidden states (what
+        the "mlp" recomputation scheme checkpoints); None where the family splits it (BERT's
+        `intermediate` and `output`) or it is not tested.
     """
 
     layers: str
@@ -33,13 +36,14 @@ class BackboneAdapter:
     is_causal: bool = True
     positions_after_padding_idx: bool = False
     pooler: str | None = None
+    mlp: str | None = None
 
 
 ADAPTERS: dict[str, BackboneAdapter] = {
-    "gpt2": BackboneAdapter(layers="h", positions="learned"),
-    "gpt_neox": BackboneAdapter(layers="layers", positions="rotary"),
-    "llama": BackboneAdapter(layers="layers", positions="rotary"),
-    "qwen2": BackboneAdapter(layers="layers", positions="rotary"),
+    "gpt2": BackboneAdapter(layers="h", positions="learned", mlp="mlp"),
+    "gpt_neox": BackboneAdapter(layers="layers", positions="rotary", mlp="mlp"),
+    "llama": BackboneAdapter(layers="layers", positions="rotary", mlp="mlp"),
+    "qwen2": BackboneAdapter(layers="layers", positions="rotary", mlp="mlp"),
     # Encoders: bidirectional attention (the memory is read and written in place).
     "bert": BackboneAdapter(
         layers="encoder.layer", positions="learned", is_causal=False, pooler="pooler"
@@ -101,3 +105,17 @@ def decoder_layers(backbone: PreTrainedModel) -> nn.ModuleList:
     for name in adapter_for(backbone.config).layers.split("."):
         module = getattr(module, name)
     return module
+
+
+def decoder_mlps(backbone: PreTrainedModel) -> list[nn.Module] | None:
+    """Each block's MLP, in order; None when the family's adapter names none (see `mlp`)."""
+    adapter = ADAPTERS.get(backbone.config.model_type)
+    if adapter is None or adapter.mlp is None:
+        return None
+    return [getattr(layer, adapter.mlp) for layer in decoder_layers(backbone)]
+
+
+def has_mlps(model_type: str) -> bool:
+    """Whether the family's MLPs can be recomputed on their own (the "mlp" scheme)."""
+    adapter = ADAPTERS.get(model_type)
+    return adapter is not None and adapter.mlp is not None

@@ -11,7 +11,8 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from rmt.modeling.adapters import position_offset
+from rmt.modeling.adapters import has_mlps, position_offset
+from rmt.modeling.checkpointing import SETTINGS
 from rmt.modeling.memory import mechanism_class
 
 ALIGNMENTS = ("left", "right", "center")
@@ -55,11 +56,13 @@ class RMTConfig(PreTrainedConfig):
             segments have nearly equal sizes).
         bptt_depth: number of memory transitions the gradient flows back through, counted from the last
             segment; -1 keeps full backpropagation through time.
-        segment_checkpointing: recompute each segment in backward instead of storing its activations.
-            "auto" turns it on when gradients are needed and the estimated activations of the whole
-            BPTT chain exceed `checkpointing_budget` of the free memory (`rmt.modeling.checkpointing`).
+        segment_checkpointing: what to recompute in backward instead of keeping its activations
+            (`rmt.modeling.checkpointing`): true every segment but the last, false nothing, "mlp"
+            every decoder layer's MLP, "partial" the fewest earliest segments for the activations
+            of the rest to fit `checkpointing_budget` of the free memory, "auto" (the default)
+            nothing when the whole chain fits that budget, else the cheapest of these that fits.
         checkpointing_budget: fraction (0 < b <= 1) of the free device memory (RAM on CPU) the kept
-            activations may use under "auto".
+            activations may use under "auto" and "partial".
         freeze_backbone: train only the memory (and LoRA adapters, if any): backbone weights get no gradient.
         memory_type: the memory mechanism, a name registered in `rmt.modeling.memory.MECHANISMS`
             ("tokens": RMT's memory tokens; "armt": memory tokens plus per-layer associative memory).
@@ -119,6 +122,20 @@ class RMTConfig(PreTrainedConfig):
         limit = getattr(self.backbone_config, "max_position_embeddings", None)
         return None if limit is None else limit - position_offset(self.backbone_config)
 
+    def _validate_checkpointing(self) -> None:
+        """A known setting (True/False are matched as bools: 1 and 0 are refused), and "mlp" only
+        for a family whose MLPs rmt can recompute."""
+        mode = self.segment_checkpointing
+        if not any(mode is v if isinstance(v, bool) else mode == v for v in SETTINGS):
+            raise ValueError(
+                f"segment_checkpointing={mode!r}: use true, false, 'auto', 'partial' or 'mlp'."
+            )
+        if mode == "mlp" and not has_mlps(self.backbone_config.model_type):
+            raise ValueError(
+                f"segment_checkpointing='mlp': the {self.backbone_config.model_type} backbone has no "
+                "single MLP module per layer that rmt knows; use 'auto', 'partial' or true."
+            )
+
     def validate_rmt(self) -> None:
         """Fail early, naming the field and the fix, instead of failing deep inside a forward pass."""
         if not isinstance(self.num_mem_tokens, int) or self.num_mem_tokens < 0:
@@ -136,10 +153,7 @@ class RMTConfig(PreTrainedConfig):
                 f"bptt_depth={self.bptt_depth!r}: use -1 for full backpropagation through time or "
                 "k >= 1 to keep the last k memory transitions."
             )
-        if self.segment_checkpointing not in (True, False, "auto"):
-            raise ValueError(
-                f"segment_checkpointing={self.segment_checkpointing!r}: use true, false or 'auto'."
-            )
+        self._validate_checkpointing()
         std = self.memory_init_std
         if std is not None and (
             isinstance(std, bool) or not isinstance(std, (int, float)) or std <= 0

@@ -22,8 +22,9 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
-from rmt.modeling.adapters import base_model, position_offset
-from rmt.modeling.checkpointing import activation_dtype, bytes_per_token, chain_fits
+from rmt.modeling import checkpointing
+from rmt.modeling.adapters import base_model, decoder_mlps, position_offset
+from rmt.modeling.checkpointing import MLPRecompute, Recompute, activation_dtype
 from rmt.modeling.config import RMTConfig
 from rmt.modeling.memory import MemoryMechanism, build_memory
 from rmt.modeling.memory.base import State
@@ -177,6 +178,8 @@ class RMTPreTrainedModel(PreTrainedModel):
         )
         self._build_head(emb.shape[1], dtype=emb.dtype, device=emb.device)
         self.memory.attach(backbone)
+        mlps = decoder_mlps(backbone)  # None for families without one MLP module per block
+        self._mlp_recompute = None if mlps is None else MLPRecompute(mlps)
         self.post_init()
         if config.lora:
             from rmt.modeling.lora import wrap_backbone_with_lora  # lazy: LoRA path only
@@ -228,24 +231,36 @@ class RMTPreTrainedModel(PreTrainedModel):
         depends on it. Not saved with the model: a runtime choice (`trainer.compile`)."""
         self._segment_step = CompiledOrEager(self._run_segment, {"dynamic": False, **options})
 
-    def _use_checkpointing(self, plan: SegmentPlan) -> bool:
-        """Recompute segments in backward? `auto`: only when the activations of the whole chain
-        would not fit `checkpointing_budget` of the free memory (`rmt.modeling.checkpointing`)."""
-        mode = self.config.segment_checkpointing
-        if not torch.is_grad_enabled() or len(plan.schedule) < 2:
-            return False
-        if mode != "auto":
-            return bool(mode)
-        return not chain_fits(
-            self._activation_estimate(plan), self.config.checkpointing_budget, plan.input_ids.device
-        )
+    def _recompute(self, plan: SegmentPlan) -> Recompute:
+        """What to recompute in backward (`rmt.modeling.checkpointing`): `true` every segment but
+        the last, `"mlp"` every layer's MLP, `"partial"` the fewest earliest segments for the rest
+        to fit `checkpointing_budget` of the free memory, `"auto"` the cheapest of these that fits."""
+        mode, n = self.config.segment_checkpointing, len(plan.schedule)
+        if not torch.is_grad_enabled() or n < 2 or mode is False:
+            return Recompute()
+        if mode is True:
+            return Recompute("full", n - 1)
+        if mode == "mlp":
+            return Recompute("mlp")
+        step_bytes, mlp_share = self._activation_estimate(plan)
+        free = checkpointing.free_memory(plan.input_ids.device)
+        allowed = self.config.checkpointing_budget * free
+        if mode == "partial":
+            return checkpointing.partial(step_bytes, allowed)
+        return checkpointing.choose(step_bytes, allowed, mlp_share=mlp_share)
 
-    def _activation_estimate(self, plan: SegmentPlan) -> int:
-        """Bytes of activations a forward over `plan` keeps for backward without checkpointing."""
+    def _activation_estimate(self, plan: SegmentPlan) -> tuple[list[int], float | None]:
+        """Bytes of activations each step of `plan` keeps for backward without recomputation, and
+        the share of them the "mlp" scheme drops (None when it is not available)."""
         extra = self.memory.extra_positions(self.config)
-        tokens = sum(plan.lengths) + extra * sum(len(a) for a in plan.schedule)
+        bb = self.config.backbone_config
         dtype = activation_dtype(plan.input_ids.device, self.get_input_embeddings().weight.dtype)
-        return tokens * bytes_per_token(self.config.backbone_config, dtype.itemsize)
+        per_token = checkpointing.bytes_per_token(bb, dtype.itemsize)
+        step_bytes = [sum(e - s + extra for _, s, e in step) * per_token for step in plan.schedule]
+        if self._mlp_recompute is None:
+            return step_bytes, None
+        kept = checkpointing.bytes_per_token(bb, dtype.itemsize, mlp=False)
+        return step_bytes, 1 - kept / per_token
 
     # ------------------------------------------------------------------ segmentation
     def make_plan(self, input_ids, attention_mask=None) -> SegmentPlan:
@@ -305,7 +320,9 @@ class RMTPreTrainedModel(PreTrainedModel):
         """
         n_steps, bsz = len(plan.schedule), len(plan.lengths)
         depth = self.config.bptt_depth
-        use_ckpt = self._use_checkpointing(plan)
+        recompute = self._recompute(plan)
+        if self._mlp_recompute is not None:  # left as set after the loop: numerically harmless
+            self._mlp_recompute.active = recompute.mlp
         state = self.memory.init_state(bsz)
         for step, active in enumerate(plan.schedule[:stop]):
             seg_ids, seg_mask = gather_segments(plan.packed, active, 0)
@@ -316,10 +333,8 @@ class RMTPreTrainedModel(PreTrainedModel):
                 state_in = self.memory.detach(state_in)  # truncated BPTT: older transitions cut
             empty = seg_ids.new_zeros(0)
             h_rows, h_cols = (empty, empty) if reader is None else reader.wanted(active, seg_mask)
-            # The last segment is never checkpointed: its backward runs right after its forward, so
-            # keeping its activations costs no more peak memory than recomputing them would.
             run_segment = self._segment_step or self._run_segment
-            if use_ckpt and step < n_steps - 1:
+            if step < recompute.segments:  # never the last (see rmt.modeling.checkpointing)
                 new_state, hidden = checkpoint(
                     run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols, use_reentrant=False
                 )

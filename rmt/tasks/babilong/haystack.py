@@ -141,11 +141,21 @@ class HaystackBuilder:
 
 def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of many texts without special tokens; the Rust batch path when there is one
-    (it skips building Python BatchEncodings, about 3x faster on 30k sentences)."""
+    (it skips building Python BatchEncodings, about 3x faster on 30k sentences).
+
+    The Rust tokenizer is used without the padding and truncation its file may carry:
+    sentence-transformers checkpoints such as all-MiniLM-L6-v2 ship `tokenizer.json` with both
+    set to 128 tokens, which `tokenizer(...)` overrides per call but `encode_batch` applies, so
+    every background sentence came back padded to 128 tokens with [PAD] (a haystack of one
+    sentence and 100+ pads per 128 tokens) and long ones cut."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if backend is None:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if backend.padding is not None or backend.truncation is not None:
+        backend = type(backend).from_str(backend.to_str())  # a copy: the caller's is untouched
+        backend.no_padding()
+        backend.no_truncation()
+    return [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
 
 
 def _assemble(background: np.ndarray, points: list[int], facts: list[np.ndarray]) -> Haystack:
