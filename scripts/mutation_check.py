@@ -67,8 +67,9 @@ MUTATIONS = [
     ),
     Mutation(
         "checkpoint-detaches-memory", "checkpointed segments read detached memory", CORE,
-        "self._run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols,",
-        "self._run_segment, self.memory.detach(state_in), seg_ids, seg_mask, h_rows, h_cols,",
+        "run_segment, state_in, seg_ids, seg_mask, h_rows, h_cols, use_reentrant=False",
+        "run_segment, self.memory.detach(state_in), seg_ids, seg_mask, h_rows, h_cols,\n"
+        "                    use_reentrant=False",
         audit=True,
     ),
     Mutation(
@@ -195,9 +196,9 @@ MUTATIONS = [
     Mutation(
         "last-segment-detached-when-checkpointing",
         "with checkpointing on, the last (not checkpointed) segment reads detached memory", CORE,
-        "new_state, hidden = self._run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)",
-        "new_state, hidden = self._run_segment(\n"
-        "                    self.memory.detach(state_in) if use_ckpt else state_in,\n"
+        "new_state, hidden = run_segment(state_in, seg_ids, seg_mask, h_rows, h_cols)",
+        "new_state, hidden = run_segment(\n"
+        "                    self.memory.detach(state_in) if recompute.segments else state_in,\n"
         "                    seg_ids, seg_mask, h_rows, h_cols,\n"
         "                )",
     ),
