@@ -93,6 +93,19 @@ def test_disabled_or_fresh_associative_memory_equals_rmt(family):
             assert torch.equal(model(ids).memory["tokens"], twin(ids).memory)
 
 
+def test_fresh_tokens_carry_only_the_associative_memory():
+    """carry_tokens=false (the paper's code): every segment starts from the learned tokens, so
+    without associative layers the last segment ignores the earlier ones; with them, it does not."""
+    ids = rand_ids(2, 3 * SEG)
+    changed = ids.clone()
+    changed[:, :SEG] = rand_ids(2, SEG, seed=2)  # another first segment, same last one
+    for layers, same in (([], True), (None, False)):
+        model = make(options={"carry_tokens": False, "layers": layers})
+        last = [logits(model, x)[:, -SEG:] for x in (ids, changed)]
+        assert torch.equal(*last) is same
+        with torch.no_grad():
+            assert torch.equal(model(ids).memory["tokens"][0], model.memory.tokens)
+
 # ---------------------------------------------------------------- the core's guarantees
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padded_batch_equals_each_sample(family):

@@ -85,6 +85,7 @@ class ArmtConfig:
     nu: int = 3  # DPFP's rolls: 2 * nu * key_dim features per key
     layers: list[int] | None = None  # decoder layers with associative memory; null = all
     correction: bool = True  # delta rule: store only what the memory does not return yet
+    carry_tokens: bool = True  # memory tokens carry RMT's state; false: fresh each segment
 
 
 @dataclass

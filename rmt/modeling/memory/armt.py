@@ -111,12 +111,13 @@ class AssociativeMemory(TokenMemory):
         nu: int = 3,  # DPFP's number of rolls (3 in the paper)
         layers: list[int] | None = None,  # decoder layers that carry associative memory; None = all
         correction: bool = True,  # delta rule: write only what the memory does not return yet
+        carry_tokens: bool = True,  # False: fresh learned memory tokens every segment (paper's code)
         init_std: float | None = None,  # of the memory tokens, as for TokenMemory
         dtype=None,
         device=None,
     ) -> None:
         options = {"key_dim": key_dim, "feature_map": feature_map, "nu": nu, "layers": layers,
-                   "correction": correction}  # fmt: skip
+                   "correction": correction, "carry_tokens": carry_tokens}  # fmt: skip
         self.check_options(options, num_layers=num_layers)
         if num_tokens < 1:
             raise ValueError(
@@ -131,6 +132,7 @@ class AssociativeMemory(TokenMemory):
             nu,
             correction,
         )
+        self.carry_tokens = carry_tokens
         self.layer_ids = list(range(num_layers)) if layers is None else list(layers)
         self.num_features = 2 * nu * key_dim
         # The learned projections of the carrying layers, stacked [n, ...] so that the writes of
@@ -155,7 +157,7 @@ class AssociativeMemory(TokenMemory):
 
     @classmethod
     def check_options(cls, options: dict, *, num_layers: int | None, prefix: str = "") -> None:
-        known = {"key_dim", "feature_map", "nu", "layers", "correction"}
+        known = {"key_dim", "feature_map", "nu", "layers", "correction", "carry_tokens"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(
@@ -193,6 +195,7 @@ class AssociativeMemory(TokenMemory):
         return {
             **super().summary(), "key_dim": self.key_dim, "feature_map": self.feature_map,
             "nu": self.nu, "memory_layers": self.layer_ids, "correction": self.correction,
+            "carry_tokens": self.carry_tokens,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ hooks into the layers
@@ -242,6 +245,8 @@ class AssociativeMemory(TokenMemory):
 
     def update(self, state, outputs, inputs: SegmentInputs) -> dict:
         tokens = super().update(state["tokens"], outputs, inputs)
+        if not self.carry_tokens:
+            tokens = state["tokens"]  # the learned first memory again: only A_l carries
         if not self.layer_ids:
             return {"tokens": tokens, "associative": ()}
         mem = torch.stack(self._session.written, 1)  # [B, n, M, H] write-memory outputs per layer
