@@ -28,18 +28,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 MEMORIES = {"tokens": "RMT (memory=default)", "armt": "ARMT (memory=armt)"}
 MEMORY_OPTION = {"tokens": "default", "armt": "armt"}
+LOAD_FILE = "load.json"  # beside each run's summary.json
 
 
-def command(
-    memory: str, n: int, pairs_per_segment: int, run_dir: Path, extra: list[str]
-) -> list[str]:
-    """The rmt-train command of one run: N pairs need ceil(N / pps) + 1 segments."""
+def curriculum(n: int, pairs_per_segment: int, warmup_steps: int) -> str:
+    """The recipe's stages for N pairs (ceil(N / pps) + 1 segments): first N=1 (the pair, then
+    the query) for at most ``warmup_steps`` or until 90% validation accuracy, then N."""
     segments = math.ceil(n / pairs_per_segment) + 1
+    warmup = f"{{segments:[2],num_pairs:1,steps:{warmup_steps},until_accuracy:0.9}},"
+    return f"[{warmup if n > 1 and warmup_steps else ''}{{segments:[{segments}]}}]"
+
+
+def command(memory: str, n: int, args, run_dir: Path) -> list[str]:
+    """The rmt-train command of one run."""
+    stages = curriculum(n, args.pairs_per_segment, args.warmup_steps)
     return [sys.executable, "-m", "rmt.cli.train", "experiment=retrieval_capacity",
             f"memory={MEMORY_OPTION[memory]}", f"task.num_pairs={n}",
-            f"task.pairs_per_segment={pairs_per_segment}",
-            f"task.curriculum=[{{segments:[{segments}]}}]", "trainer.progress_bar=false",
-            f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
+            f"task.pairs_per_segment={args.pairs_per_segment}", f"task.curriculum={stages}",
+            "trainer.progress_bar=false", f"hydra.run.dir={run_dir}", *args.extra]  # fmt: skip
 
 
 def run(args) -> None:
@@ -48,36 +54,53 @@ def run(args) -> None:
             run_dir = Path(args.out) / f"{memory}_n{n}"
             if (run_dir / "summary.json").exists():
                 continue
-            cmd = command(memory, n, args.pairs_per_segment, run_dir, args.extra)
+            cmd = command(memory, n, args, run_dir)
             print(" ".join(cmd[1:]), flush=True)
+            load = os.getloadavg()[0]
             subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            # the machine's 1-minute load average before and after: the steps a run made under
+            # a minutes cap depend on it
+            write_load(run_dir, before=load, after=os.getloadavg()[0])
+
+
+def write_load(run_dir: Path, *, before: float, after: float) -> None:
+    (run_dir / LOAD_FILE).write_text(json.dumps({"before": before, "after": after}) + "\n")
 
 
 def rows(out: Path) -> list[dict]:
-    """One row per finished run: memory, N, best and final validation accuracy (%), minutes."""
+    """One row per finished run: memory, N, best and final validation accuracy (fractions, as
+    in summary.json), the step of the best, steps made, minutes, why it stopped, load averages."""
     found = []
     for summary_path in sorted(out.glob("*_n*/summary.json")):
         memory, n = summary_path.parent.name.rsplit("_n", 1)
         summary = json.loads(summary_path.read_text())
+        load_path = summary_path.parent / LOAD_FILE
+        load = json.loads(load_path.read_text()) if load_path.exists() else {}
         found.append({"memory": memory, "n": int(n), "steps": summary["steps"],
-                      "best_accuracy": round(100 * summary["best_metric"], 1),
-                      "final_accuracy": round(100 * summary["final_accuracy"], 1),
-                      "minutes": round(summary["minutes"], 2)})  # fmt: skip
+                      "best_accuracy": round(summary["best_metric"], 3),
+                      "best_step": summary["best_step"],
+                      "final_accuracy": round(summary["final_accuracy"], 3),
+                      "minutes": round(summary["minutes"], 2), "stopped": summary["stopped"],
+                      "load_before": load.get("before"), "load_after": load.get("after")})  # fmt: skip
     return sorted(found, key=lambda r: (r["n"], r["memory"]))
 
 
 def table(found: list[dict]) -> str:
-    """Markdown: N rows, one best-accuracy column per memory, ARMT - RMT, and the steps each run
-    made (a run stops at trainer.max_steps or at its trainer.max_minutes, whichever comes first)."""
+    """Markdown: N rows, one best-accuracy column per memory (in percent, as the caption line
+    says), ARMT - RMT in points, and the steps and minutes each run made (a run stops at
+    trainer.max_steps or at its trainer.max_minutes, whichever comes first)."""
     by = {(r["memory"], r["n"]): r for r in found}
-    lines = ["| N pairs | RMT accuracy % | ARMT accuracy % | ARMT - RMT | steps (RMT / ARMT) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = ["best validation accuracy in percent (0-100)", "",
+             "| N pairs | RMT | ARMT | ARMT - RMT (points) | steps (RMT / ARMT) | minutes (RMT / ARMT) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for n in sorted({r["n"] for r in found}):
         rmt, armt = by.get(("tokens", n)), by.get(("armt", n))
-        cells = [f"{r['best_accuracy']:.1f}" if r else "-" for r in (rmt, armt)]
-        diff = f"{armt['best_accuracy'] - rmt['best_accuracy']:+.1f}" if rmt and armt else "-"
+        cells = [f"{100 * r['best_accuracy']:.1f}" if r else "-" for r in (rmt, armt)]
+        diff = (f"{100 * (armt['best_accuracy'] - rmt['best_accuracy']):+.1f}"
+                if rmt and armt else "-")  # fmt: skip
         steps = " / ".join(str(r["steps"]) if r else "-" for r in (rmt, armt))
-        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {diff} | {steps} |")
+        minutes = " / ".join(f"{r['minutes']:.1f}" if r else "-" for r in (rmt, armt))
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} | {diff} | {steps} | {minutes} |")
     return "\n".join(lines)
 
 
@@ -86,9 +109,9 @@ def plot(found: list[dict], path: Path, chance: float) -> None:
     for memory, label in MEMORIES.items():
         mine = [r for r in found if r["memory"] == memory]
         if mine:
-            ax.plot([r["n"] for r in mine], [r["best_accuracy"] for r in mine], marker="o",
-                    label=label)  # fmt: skip
-    ax.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.1f}%)")
+            ax.plot([r["n"] for r in mine], [100 * r["best_accuracy"] for r in mine],
+                    marker="o", label=label)  # fmt: skip
+    ax.axhline(100 * chance, color="grey", linestyle=":", label=f"chance ({100 * chance:.2f}%)")
     ax.set_xscale("log", base=2)
     ns = sorted({r["n"] for r in found})
     ax.set_xticks(ns, labels=[str(n) for n in ns])
@@ -106,7 +129,7 @@ def report(args) -> None:
     if not found:
         raise SystemExit(f"no finished runs (summary.json) under {out}; run the sweep first")
     (out / "capacity.md").write_text(table(found) + "\n")
-    plot(found, Path(args.plot or out / "capacity.png"), chance=100 / args.value_vocab)
+    plot(found, Path(args.plot or out / "capacity.png"), chance=1 / args.value_vocab)
     print(json.dumps(found, indent=1))
     print(table(found))
 
@@ -118,6 +141,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--memories", nargs="+", choices=list(MEMORIES), default=list(MEMORIES))
     parser.add_argument("--pairs-per-segment", type=int, default=1)
+    parser.add_argument("--warmup-steps", type=int, default=400,
+                        help="the N=1 stage before N > 1 (at most these steps); 0 = none")  # fmt: skip
     parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
     parser.add_argument("--plot", default=None, help="the plot's path (default: OUT/capacity.png)")
     parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")

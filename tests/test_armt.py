@@ -106,6 +106,7 @@ def test_fresh_tokens_carry_only_the_associative_memory():
         with torch.no_grad():
             assert torch.equal(model(ids).memory["tokens"][0], model.memory.tokens)
 
+
 # ---------------------------------------------------------------- the core's guarantees
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padded_batch_equals_each_sample(family):

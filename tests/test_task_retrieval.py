@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -123,16 +124,28 @@ def test_cli_trains_retrieval_and_rmt_eval_reads_the_run(tmp_path, monkeypatch, 
 
 
 def test_capacity_script_commands_validate_and_report_pairs_runs(tmp_path):
-    """scripts/retrieval_capacity.py: every run it launches is a valid config, and the report
-    puts RMT and ARMT side by side per N (from summary.json files, as rmt-train writes them)."""
-    for n in (2, 16):
-        cmd = rc.command("armt", n, 1, tmp_path / "run", [])
+    """scripts/retrieval_capacity.py: every run it launches is a valid config (N > 1 after an N=1
+    warm-up stage), and the report puts RMT and ARMT side by side per N, in percent under a
+    caption that says so (from summary.json files, as rmt-train writes them, in fractions)."""
+    args = argparse.Namespace(pairs_per_segment=1, warmup_steps=400, extra=[])
+    for n, stages in (
+        (1, [(None, [2])]),
+        (2, [(1, [2]), (None, [3])]),
+        (16, [(1, [2]), (None, [17])]),
+    ):
+        cmd = rc.command("armt", n, args, tmp_path / "run")
         cfg = compose_config([a for a in cmd[3:] if not a.startswith("hydra.")])
         validate(cfg)
         assert cfg.memory.type == "armt" and cfg.task.num_pairs == n
+        assert [(s.num_pairs, list(s.segments)) for s in cfg.task.curriculum] == stages
     for memory, n, best in [("tokens", 2, 0.5), ("armt", 2, 0.75), ("tokens", 4, 0.25)]:
         (tmp_path / f"{memory}_n{n}").mkdir()
-        summary = {"steps": 4, "best_metric": best, "final_accuracy": best, "minutes": 0.1}
+        summary = {"steps": 4, "best_metric": best, "best_step": 4, "final_accuracy": best,
+                   "minutes": 0.1, "stopped": "max_steps"}  # fmt: skip
         (tmp_path / f"{memory}_n{n}" / "summary.json").write_text(json.dumps(summary))
-    lines = rc.table(rc.rows(tmp_path)).splitlines()
-    assert lines[2:] == ["| 2 | 50.0 | 75.0 | +25.0 | 4 / 4 |", "| 4 | 25.0 | - | - | 4 / - |"]
+    found = rc.rows(tmp_path)
+    assert [r["best_accuracy"] for r in found] == [0.75, 0.5, 0.25]  # fractions, as in the files
+    lines = rc.table(found).splitlines()
+    assert lines[0] == "best validation accuracy in percent (0-100)"
+    assert lines[4:] == ["| 2 | 50.0 | 75.0 | +25.0 | 4 / 4 | 0.1 / 0.1 |",
+                         "| 4 | 25.0 | - | - | 4 / - | 0.1 / - |"]  # fmt: skip
