@@ -86,16 +86,17 @@ def rows(out: Path) -> list[dict]:
 
 
 def table(found: list[dict]) -> str:
-    """Markdown: N rows, one best-accuracy column per memory (in percent, as the caption line
-    says), ARMT - RMT in points, and the steps and minutes each run made (a run stops at
-    trainer.max_steps or at its trainer.max_minutes, whichever comes first)."""
+    """Markdown: N rows; per memory the best validation accuracy and, in brackets, the final one
+    (in percent, as the caption line says); ARMT - RMT in points (best); and the steps and
+    minutes each run made (a run stops at trainer.max_steps or at trainer.max_minutes)."""
     by = {(r["memory"], r["n"]): r for r in found}
-    lines = ["best validation accuracy in percent (0-100)", "",
-             "| N pairs | RMT | ARMT | ARMT - RMT (points) | steps (RMT / ARMT) | minutes (RMT / ARMT) |",
+    lines = ["validation accuracy in percent (0-100): best (final)", "",
+             "| N pairs | RMT | ARMT | ARMT - RMT, best (points) | steps (RMT / ARMT) | minutes (RMT / ARMT) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for n in sorted({r["n"] for r in found}):
         rmt, armt = by.get(("tokens", n)), by.get(("armt", n))
-        cells = [f"{100 * r['best_accuracy']:.1f}" if r else "-" for r in (rmt, armt)]
+        cells = [f"{100 * r['best_accuracy']:.1f} ({100 * r['final_accuracy']:.1f})" if r else "-"
+                 for r in (rmt, armt)]  # fmt: skip
         diff = (f"{100 * (armt['best_accuracy'] - rmt['best_accuracy']):+.1f}"
                 if rmt and armt else "-")  # fmt: skip
         steps = " / ".join(str(r["steps"]) if r else "-" for r in (rmt, armt))
