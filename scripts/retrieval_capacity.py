@@ -117,7 +117,7 @@ def plot(found: list[dict], path: Path, chance: float) -> None:
     ns = sorted({r["n"] for r in found})
     ax.set_xticks(ns, labels=[str(n) for n in ns])
     ax.set_xlabel("key-value pairs stored (N)")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel("best validation accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -146,7 +146,11 @@ def main() -> None:
                         help="the N=1 stage before N > 1 (at most these steps); 0 = none")  # fmt: skip
     parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
     parser.add_argument("--plot", default=None, help="the plot's path (default: OUT/capacity.png)")
-    parser.add_argument("extra", nargs="*", help="more rmt-train overrides, after --")
+    parser.add_argument(
+        "extra",
+        nargs="*",
+        help="more rmt-train overrides, right after the action: run trainer.seed=1 --n 4",
+    )
     args = parser.parse_args()
     if args.action == "run":
         run(args)
