@@ -314,6 +314,18 @@ def _release_cuda() -> None:
         torch.cuda.empty_cache()
 
 
+def begin(args, measure) -> tuple[str, str, list[float], float] | None:
+    """The start of every benchmark's ``main``: in a child process (``--child``), measure its one
+    point, report it and return None; in the parent, return (device, isolation, the load averages
+    and the clock at the start)."""
+    if args.child is not None:
+        report_child(measure(json.loads(args.child)))
+        return None
+    device = resolve_device(args.device)
+    isolation = resolve_isolation(args.isolate, device)
+    return device, isolation, list(os.getloadavg()), time.perf_counter()
+
+
 def report_child(result: dict) -> None:
     print(CHILD_PREFIX + json.dumps(result), flush=True)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -253,12 +252,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.child is not None:
-        bc.report_child(measure(json.loads(args.child)))
+    begun = bc.begin(args, measure)
+    if begun is None:  # a child process: it measured its point
         return {}
-    device = bc.resolve_device(args.device)
-    isolation = bc.resolve_isolation(args.isolate, device)
-    load_at_start, started = list(os.getloadavg()), time.perf_counter()
+    device, isolation, load_at_start, started = begun
     script = Path(__file__).resolve()
     if isolation == "fork":
         bc.preload("torch", "transformers", "rmt", "rmt.modeling.causal_lm")
