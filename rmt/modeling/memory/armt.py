@@ -41,8 +41,8 @@ from transformers import initialization as hf_init
 
 from rmt.modeling.adapters import decoder_layers
 from rmt.modeling.memory.base import SegmentInputs
-from rmt.modeling.padding import left_align
 from rmt.modeling.memory.tokens import TokenMemory
+from rmt.modeling.padding import left_align
 
 FEATURE_MAPS = ("dpfp",)
 EPS = 1e-5  # in the read's denominator: an empty memory (z = 0) reads 0, not 0/0
@@ -237,7 +237,8 @@ class AssociativeMemory(TokenMemory):
         no_read = self._session.no_read
         if no_read is not None and hidden.shape[1] >= no_read.shape[1]:  # not a cached step
             no_read = no_read.repeat_interleave(hidden.shape[0] // no_read.shape[0], 0)
-            read[:, : no_read.shape[1]] = read[:, : no_read.shape[1]].masked_fill(no_read[..., None], 0)
+            width = no_read.shape[1]
+            read[:, :width] = read[:, :width].masked_fill(no_read[..., None], 0)
         hidden = hidden + read
         if args:
             return (hidden, *args[1:]), kwargs
