@@ -8,6 +8,7 @@ changes the output, read-after-write returns the value, and the delta rule does 
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from rmt import RMTConfig, RMTForCausalLM
 from rmt.modeling import factory
+from rmt.modeling.adapters import decoder_layers
 from rmt.modeling.backbones import FAMILIES, tiny_backbone_config
 from rmt.modeling.memory.armt import (
     AssociativeMemory,
@@ -105,6 +107,48 @@ def test_fresh_tokens_carry_only_the_associative_memory():
         assert torch.equal(*last) is same
         with torch.no_grad():
             assert torch.equal(model(ids).memory["tokens"][0], model.memory.tokens)
+
+
+def test_memory_tokens_can_be_kept_from_reading():
+    """memory_tokens_read=false: what layer 0's read adds is 0 at the memory positions (read block
+    first, write block last) and not at the segment's tokens once something is written; by
+    default the memory positions read too."""
+    ids = rand_ids(2, 3 * SEG)
+    for read in (True, False):
+        model = make(options={"memory_tokens_read": read})
+        layer = decoder_layers(model.backbone)[0]
+        before, after = [], []  # layer 0's input per segment, before and after ARMT's read hook
+        for into, prepend in ((before, True), (after, False)):
+            layer.register_forward_pre_hook(functools.partial(grab, into), with_kwargs=True,
+                                            prepend=prepend)  # fmt: skip
+        logits(model, ids)
+        assert len(after) == 3
+        for b, a in list(zip(before, after, strict=True))[1:]:  # segments after the first write
+            added = (a - b).abs().amax(-1)  # [B, T]
+            memory = torch.cat([added[:, :MEM], added[:, -MEM:]], 1)
+            if read:
+                assert memory.amax(-1).min() > 1e-4  # (a query may miss every stored key: 0)
+            else:
+                assert torch.equal(memory, torch.zeros_like(memory))
+            assert added[:, MEM:-MEM].amax(-1).min() > 1e-4
+
+
+def grab(into, module, args, kwargs):
+    into.append((args[0] if args else kwargs["hidden_states"]).clone())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_equals_forward_when_memory_tokens_do_not_read(family):
+    """The read block of the left-aligned prompt stays unread in generate, as in forward."""
+    model = make(family, options={"memory_tokens_read": False})
+    seqs = [rand_ids(n, seed=n) for n in (13, 7, 19)]
+    ids, mask = pad_batch(seqs)
+    with torch.no_grad():
+        tokens, step_logits = generate_with_logits(model, ids, mask, steps=4)
+        for i, s in enumerate(seqs):
+            ref_tokens, ref_logits = forward_greedy(model, s, 4)
+            torch.testing.assert_close(step_logits[i], ref_logits, **TOL)
+            assert torch.equal(tokens[i], ref_tokens)
 
 
 # ---------------------------------------------------------------- the core's guarantees

@@ -86,6 +86,7 @@ class ArmtConfig:
     layers: list[int] | None = None  # decoder layers with associative memory; null = all
     correction: bool = True  # delta rule: store only what the memory does not return yet
     carry_tokens: bool = True  # memory tokens carry RMT's state; false: fresh each segment
+    memory_tokens_read: bool = True  # false: only the segment's tokens read the associative memory
 
 
 @dataclass

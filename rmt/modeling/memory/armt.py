@@ -17,6 +17,10 @@ every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z
   stored once (keys have unit length). (The paper's code subtracts the normalised read instead, which leaves a residue when
   other keys overlap k.) Without correction, A_l += k (beta v)^T and z_l += k (linear attention).
 
+With `memory_tokens_read=False` only the segment's tokens read A_l: the memory tokens (read and
+write) get nothing added, so the write tokens' keys and values come from the segment alone, not
+from what is already stored (this broke ARMT's 50% plateau at N=2 in the capacity sweep; README).
+
 W_v starts at zero, as in the paper's code: a fresh model computes exactly what RMT computes with the
 same weights, and training moves away from it. The associative state is part of the mechanism's state
 (a dict of batch-first tensors), so the core's BPTT cut, checkpointing, per-sample scheduling and
@@ -38,6 +42,7 @@ from transformers import initialization as hf_init
 from rmt.modeling.adapters import decoder_layers
 from rmt.modeling.memory.base import SegmentInputs
 from rmt.modeling.memory.tokens import TokenMemory
+from rmt.modeling.padding import left_align
 
 FEATURE_MAPS = ("dpfp",)
 EPS = 1e-5  # in the read's denominator: an empty memory (z = 0) reads 0, not 0/0
@@ -88,8 +93,9 @@ def associative_write(memory, k, v, beta, *, correction: bool) -> torch.Tensor:
 class _Session:
     """The associative state read during one backbone call, and the write-memory outputs it leaves."""
 
-    def __init__(self, memories: tuple[torch.Tensor, ...]) -> None:
+    def __init__(self, memories: tuple[torch.Tensor, ...], no_read: torch.Tensor | None) -> None:
         self.memories = memories  # per carrying layer, [B, F, H + 1]
+        self.no_read = no_read  # [B, T] True at the positions that do not read; None: all read
         # init_state's memories are one zero expanded (all strides 0): they read exactly 0, so
         # their read is skipped (the first segment of every batch costs what RMT's does)
         self.empty = [all(st == 0 for st in m.stride()) for m in memories]
@@ -112,12 +118,14 @@ class AssociativeMemory(TokenMemory):
         layers: list[int] | None = None,  # decoder layers that carry associative memory; None = all
         correction: bool = True,  # delta rule: write only what the memory does not return yet
         carry_tokens: bool = True,  # False: fresh learned memory tokens every segment (paper's code)
+        memory_tokens_read: bool = True,  # False: only the segment's tokens read the matrices
         init_std: float | None = None,  # of the memory tokens, as for TokenMemory
         dtype=None,
         device=None,
     ) -> None:
         options = {"key_dim": key_dim, "feature_map": feature_map, "nu": nu, "layers": layers,
-                   "correction": correction, "carry_tokens": carry_tokens}  # fmt: skip
+                   "correction": correction, "carry_tokens": carry_tokens,
+                   "memory_tokens_read": memory_tokens_read}  # fmt: skip
         self.check_options(options, num_layers=num_layers)
         if num_tokens < 1:
             raise ValueError(
@@ -132,7 +140,8 @@ class AssociativeMemory(TokenMemory):
             nu,
             correction,
         )
-        self.carry_tokens = carry_tokens
+        self.carry_tokens, self.memory_tokens_read = carry_tokens, memory_tokens_read
+        self._no_read: torch.Tensor | None = None  # set by wrap / prepare_generation, see _Session
         self.layer_ids = list(range(num_layers)) if layers is None else list(layers)
         self.num_features = 2 * nu * key_dim
         # The learned projections of the carrying layers, stacked [n, ...] so that the writes of
@@ -157,7 +166,8 @@ class AssociativeMemory(TokenMemory):
 
     @classmethod
     def check_options(cls, options: dict, *, num_layers: int | None, prefix: str = "") -> None:
-        known = {"key_dim", "feature_map", "nu", "layers", "correction", "carry_tokens"}
+        known = {"key_dim", "feature_map", "nu", "layers", "correction", "carry_tokens",
+                 "memory_tokens_read"}  # fmt: skip
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(
@@ -195,7 +205,7 @@ class AssociativeMemory(TokenMemory):
         return {
             **super().summary(), "key_dim": self.key_dim, "feature_map": self.feature_map,
             "nu": self.nu, "memory_layers": self.layer_ids, "correction": self.correction,
-            "carry_tokens": self.carry_tokens,
+            "carry_tokens": self.carry_tokens, "memory_tokens_read": self.memory_tokens_read,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ hooks into the layers
@@ -209,11 +219,11 @@ class AssociativeMemory(TokenMemory):
 
     @contextlib.contextmanager
     def reading(self, state):
-        self._session = _Session(state["associative"])
+        self._session = _Session(state["associative"], self._no_read)
         try:
             yield
         finally:
-            self._session = None
+            self._session, self._no_read = None, None
 
     def _read_hook(self, slot: int, layer, args, kwargs):
         if self._session is None or self._session.empty[slot]:
@@ -223,7 +233,13 @@ class AssociativeMemory(TokenMemory):
         if memory.shape[0] != hidden.shape[0]:  # generate's beam search repeats each sample
             memory = memory.repeat_interleave(hidden.shape[0] // memory.shape[0], 0)
         phi = dpfp(hidden @ self.query[slot], self.nu)
-        hidden = hidden + associative_read(memory.to(phi.dtype), phi).to(hidden.dtype)
+        read = associative_read(memory.to(phi.dtype), phi).to(hidden.dtype)
+        no_read = self._session.no_read
+        if no_read is not None and hidden.shape[1] >= no_read.shape[1]:  # not a cached step
+            no_read = no_read.repeat_interleave(hidden.shape[0] // no_read.shape[0], 0)
+            width = no_read.shape[1]
+            read[:, :width] = read[:, :width].masked_fill(no_read[..., None], 0)
+        hidden = hidden + read
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
@@ -241,7 +257,12 @@ class AssociativeMemory(TokenMemory):
         return {"tokens": tokens, "associative": (empty,) * len(self.layer_ids)}
 
     def wrap(self, state, embeds, mask) -> SegmentInputs:
-        return super().wrap(state["tokens"], embeds, mask)
+        inputs = super().wrap(state["tokens"], embeds, mask)
+        if not self.memory_tokens_read:  # the read block first, the write block (if any) last
+            no_read = torch.ones_like(inputs.attention_mask, dtype=torch.bool)
+            no_read[:, self.num_tokens : self.num_tokens + mask.shape[1]] = False
+            self._no_read = no_read
+        return inputs
 
     def update(self, state, outputs, inputs: SegmentInputs) -> dict:
         tokens = super().update(state["tokens"], outputs, inputs)
@@ -257,4 +278,9 @@ class AssociativeMemory(TokenMemory):
         return {"tokens": tokens, "associative": memory.unbind(1)}
 
     def prepare_generation(self, state, embeds, mask):
-        return super().prepare_generation(state["tokens"], embeds, mask)
+        prompt, prompt_mask = super().prepare_generation(state["tokens"], embeds, mask)
+        if not self.memory_tokens_read:  # the read block, left-aligned as the prompt is
+            first = mask.new_ones(mask.shape[0], self.num_tokens)
+            flags = torch.cat([first, torch.zeros_like(mask)], 1).bool()
+            self._no_read = left_align(flags, torch.cat([first, mask], 1))[0]
+        return prompt, prompt_mask
