@@ -137,20 +137,6 @@ def grab(into, module, args, kwargs):
     into.append((args[0] if args else kwargs["hidden_states"]).clone())
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_generate_equals_forward_when_memory_tokens_do_not_read(family):
-    """The read block of the left-aligned prompt stays unread in generate, as in forward."""
-    model = make(family, options={"memory_tokens_read": False})
-    seqs = [rand_ids(n, seed=n) for n in (13, 7, 19)]
-    ids, mask = pad_batch(seqs)
-    with torch.no_grad():
-        tokens, step_logits = generate_with_logits(model, ids, mask, steps=4)
-        for i, s in enumerate(seqs):
-            ref_tokens, ref_logits = forward_greedy(model, s, 4)
-            torch.testing.assert_close(step_logits[i], ref_logits, **TOL)
-            assert torch.equal(tokens[i], ref_tokens)
-
-
 # ---------------------------------------------------------------- the core's guarantees
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padded_batch_equals_each_sample(family):
@@ -212,10 +198,13 @@ def test_checkpointed_gradients_equal_plain(monkeypatch, family, depth, scheme):
         torch.testing.assert_close(grads[name], plain[name], **TOL)
 
 
+@pytest.mark.parametrize("options", [{}, {"memory_tokens_read": False}], ids=["read", "no_read"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_generate_equals_forward_greedy(family):
-    """Left-padded batch; the new tokens read the associative memory too (with the KV cache)."""
-    model = make(family)
+def test_generate_equals_forward_greedy(family, options):
+    """Left-padded batch; the new tokens read the associative memory too (with the KV cache).
+    With `memory_tokens_read=False` the read block of the left-aligned prompt stays unread in
+    generate, as in forward."""
+    model = make(family, options=options)
     seqs = [rand_ids(n, seed=n) for n in (13, 7, 19)]  # last segments of 1 token: room for 4 more
     ids, mask = pad_batch(seqs)
     with torch.no_grad():
