@@ -265,9 +265,12 @@ class AssociativeMemory(TokenMemory):
         return inputs
 
     def update(self, state, outputs, inputs: SegmentInputs) -> dict:
-        tokens = super().update(state["tokens"], outputs, inputs)
-        if not self.carry_tokens:
-            tokens = state["tokens"]  # the learned first memory again: only A_l carries
+        # carry_tokens=False: the learned first memory again, only A_l carries (no token update)
+        tokens = (
+            super().update(state["tokens"], outputs, inputs)
+            if self.carry_tokens
+            else state["tokens"]
+        )
         if not self.layer_ids:
             return {"tokens": tokens, "associative": ()}
         mem = torch.stack(self._session.written, 1)  # [B, n, M, H] write-memory outputs per layer
