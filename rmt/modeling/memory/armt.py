@@ -19,7 +19,9 @@ every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z
 
 With `memory_tokens_read=False` only the segment's tokens read A_l: the memory tokens (read and
 write) get nothing added, so the write tokens' keys and values come from the segment alone, not
-from what is already stored (this broke ARMT's 50% plateau at N=2 in the capacity sweep; README).
+from what is already stored. (Tried in the capacity sweep: with associative memory in every layer it
+moved a short N=2 run off its 50% plateau, but in the sweep's recipe it did not beat the default and
+answered only the first pair; README, "Capacity, head to head".)
 
 W_v starts at zero, as in the paper's code: a fresh model computes exactly what RMT computes with the
 same weights, and training moves away from it. The associative state is part of the mechanism's state
