@@ -7,6 +7,7 @@ The parent only plans the points, collects the children's JSON lines and writes 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -312,6 +313,14 @@ def _release_cuda() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def argument_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every model benchmark shares: ``--device`` and ``--backbone`` (a preset)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--backbone", default="tiny", choices=sorted(PRESETS))
+    return ap
 
 
 def begin(args, measure) -> tuple[str, str, list[float], float] | None:

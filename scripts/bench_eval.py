@@ -151,9 +151,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--backbone", default="tiny", choices=sorted(bc.PRESETS))
+    ap = bc.argument_parser(__doc__)
     ap.add_argument("--lengths", default="4k,8k,16k,32k,64k,128k", help="input tokens per sample")
     ap.add_argument("--batches", default="8,32", help="samples per batch (comma-separated)")
     ap.add_argument("--jitter", type=int, default=32, help="prompts are L - 0..jitter-1 tokens")

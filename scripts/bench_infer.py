@@ -201,9 +201,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--backbone", default="tiny", choices=sorted(bc.PRESETS))
+    ap = bc.argument_parser(__doc__)
     ap.add_argument(
         "--lengths", default="1k,2k,4k,8k,16k,32k,64k,128k,256k,512k,1M", help="input lengths"
     )

@@ -439,9 +439,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--backbone", default="tiny", choices=sorted(bc.PRESETS))
+    ap = bc.argument_parser(__doc__)
     ap.add_argument("--segments", default="1,2,4,8,16,32", help="segment counts to measure")
     ap.add_argument("--checkpointing", default="both", choices=["both", "on", "off"])
     ap.add_argument(
