@@ -187,6 +187,7 @@ def test_cli_prints_the_readme_error_for_a_misspelt_key(monkeypatch, capsys, tmp
         (["task.curriculum=[{segments:[1]}]"], "facts_before_last_segment"),
         (["task.curriculum=[{segments:[2]},{segments:[3]}]"], "task.curriculum[0].steps"),
         (["task.curriculum=[{segments:[2],until_accuracy:90}]"], "until_accuracy"),
+        (["task.curriculum=[{segments:[2],lr:0}]"], "task.curriculum[0].lr=0"),
         (["task.train_samples=3"], "task.train_samples"),
         (["trainer.mixed_precision=fp8"], "trainer.mixed_precision"),
         (["optim.scheduler.name=step"], "optim.scheduler.name"),

@@ -280,6 +280,18 @@ def test_until_accuracy_ends_a_stage_early(fast_cfg, monkeypatch):
     assert [e["stage"] for e in _events(Path(cfg.output_dir), "train")] == [0, 0, 1]
 
 
+def test_a_stage_lr_sets_that_stages_peak_and_the_others_keep_optim_lr(fast_cfg):
+    """``task.curriculum[i].lr``: e.g. a high rate to learn the memory path on the easy stage, a
+    low one where the harder stage needs it; the schedule restarts at each stage's own peak."""
+    cfg = fast_cfg(
+        "task.curriculum=[{segments:[2],steps:2},{segments:[2],steps:2,lr:0.5}]",
+        "trainer.max_steps=10", "optim.lr=0.01", "optim.scheduler.name=constant",
+        "optim.scheduler.warmup_steps=0",
+    )  # fmt: skip
+    trainer.train(cfg)
+    assert [e["lr"] for e in _events(Path(cfg.output_dir), "train")] == [0.01, 0.01, 0.5, 0.5]
+
+
 def test_aux_lm_loss_adds_the_text_loss(fast_cfg):
     from rmt.config import typed
 

@@ -490,6 +490,8 @@ def _check_curriculum(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}.steps={stage.steps} must be >= 1 or null.")
         if not 0.0 <= stage.max_ratio <= 1.0:
             raise ConfigError(f"{key}.max_ratio={stage.max_ratio} must be in [0, 1].")
+        if stage.lr is not None and not stage.lr > 0:
+            raise ConfigError(f"{key}.lr={stage.lr} must be > 0 (or null: optim.lr).")
         if stage.until_accuracy is not None and not 0 < stage.until_accuracy <= 1:
             raise ConfigError(
                 f"{key}.until_accuracy={stage.until_accuracy} must be a fraction in (0, 1]."

@@ -49,7 +49,8 @@ class CurriculumStage:
     """One curriculum stage: each batch draws its segment count from ``segments``.
 
     The stage ends after ``steps`` optimizer steps, or earlier once validation accuracy reaches
-    ``until_accuracy``; the next stage starts from the best model of this one. Tasks extend it
+    ``until_accuracy``; the next stage starts from the best model of this one, with a fresh
+    optimizer and schedule peaking at the stage's ``lr`` (``optim.lr`` when unset). Tasks extend it
     with their own per-stage knobs (BABILong: story sizes).
     """
 
@@ -57,6 +58,7 @@ class CurriculumStage:
     steps: int | None = None  # None = until trainer.max_steps (only for the last stage)
     until_accuracy: float | None = None  # advance early at this validation accuracy (0..1)
     max_ratio: float = 0.0  # fraction of batches forced to the largest count in `segments`
+    lr: float | None = None  # this stage's peak learning rate (None = optim.lr)
 
 
 @dataclass

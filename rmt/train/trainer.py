@@ -322,7 +322,8 @@ class Trainer:
             name=sched.name,
             min_ratio=sched.min_lr_ratio,
         )
-        lr = self.cfg.optim.lr * factor
+        peak = self.stages[p.stage].lr
+        lr = (self.cfg.optim.lr if peak is None else peak) * factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
