@@ -1,0 +1,106 @@
+"""What a trained retrieval checkpoint has learned: accuracy by queried pair, and (ARMT) whether its
+written keys name the pair's key.
+
+    python scripts/retrieval_probe.py outputs/retrieval_capacity/armt_n2/best --n 2
+
+Prints one JSON object:
+- ``accuracy`` and ``by_pair``: the answer's argmax under teacher forcing on fresh samples (seeds
+  10^7 + i, never used for training or validation), split by which pair is queried. A memory
+  that stores the N values but not which key each belongs to sits near 1/N on every pair; one
+  that keeps the first pair only sits near 100% on it and chance on the rest.
+- ARMT only, per write-memory token of the first pair's segment, in the first carrying layer:
+  ``key_cos_same`` / ``key_cos_diff``, the mean cosine between the written key features of two
+  samples whose first key is the same / different symbol (equal: the key does not depend on the
+  key token); ``query_match`` / ``query_other``, the mean weight a query puts on that key when
+  the query asks for that key / another one (equal: reading cannot tell pairs apart); ``gate``,
+  the mean write gate beta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+import rmt.modeling  # noqa: F401  (registers the rmt model type with the Auto classes)
+from rmt.modeling.adapters import decoder_layers
+from rmt.modeling.memory.armt import AssociativeMemory, dpfp, features
+from rmt.tasks.retrieval.sample import PAIR_TOKENS, Layout, make_sample
+
+
+def samples(n: int, count: int, segment_size: int) -> tuple[torch.Tensor, int]:
+    """[count, (n + 1) * segment_size] ids (one pair per segment, then the query) and the
+    prompt length (the answer's position)."""
+    layout = Layout(num_pairs=n, pairs_per_segment=1, key_vocab=16, value_vocab=16,
+                    segment_size=segment_size)  # fmt: skip
+    made = [make_sample(layout, segments=n + 1, seed=10**7 + i) for i in range(count)]
+    return torch.tensor([s["input_ids"] for s in made]), made[0]["prompt_length"]
+
+
+def probe(model, ids: torch.Tensor, prompt: int, n: int, size: int) -> dict:
+    memory = model.memory
+    armt = isinstance(memory, AssociativeMemory) and memory.layer_ids
+    written, inputs = [], []
+    if armt:  # the first carrying layer: its outputs (writes) and its inputs before the read
+        layer = decoder_layers(model.backbone)[memory.layer_ids[0]]
+        hooks = [
+            layer.register_forward_hook(lambda m, a, o: written.append(o[0] if isinstance(o, tuple) else o)),
+            layer.register_forward_pre_hook(
+                lambda m, a, kw: inputs.append(a[0] if a else kw["hidden_states"]),
+                with_kwargs=True, prepend=True,
+            ),
+        ]  # fmt: skip
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    correct = logits[:, prompt - 1].argmax(-1) == ids[:, prompt]
+    keys = ids[:, 0 : n * size : size]  # the pair keys, one per segment
+    queried = (keys == ids[:, prompt - 1, None]).float().argmax(-1)
+    result = {
+        "samples": len(ids), "accuracy": round(100 * correct.float().mean().item(), 1),
+        "by_pair": [round(100 * correct[queried == j].float().mean().item(), 1) for j in range(n)],
+    }  # fmt: skip
+    if armt:
+        for hook in hooks:
+            hook.remove()
+        m = memory.num_tokens
+        write = written[0][:, -m:]  # the first segment's write-memory outputs [B, M, H]
+        key = features(write @ memory.key[0], memory.nu)
+        query_in = inputs[-1][:, m + 1]  # the query segment's key token: [read mem, ?, k_q, ...]
+        query = F.normalize(dpfp(query_in @ memory.query[0], memory.nu), dim=-1)
+        same = keys[:, :1] == keys[:, :1].T
+        other = ~torch.eye(len(ids), dtype=torch.bool)
+        asks = ids[:, prompt - 1, None] == keys[:, :1].T  # query i asks for sample j's first key
+        gate = torch.sigmoid(write @ memory.gate[0] + memory.gate_bias[0])[..., 0].mean(0)
+        tokens = []
+        for t in range(m):
+            cos, weight = key[:, t] @ key[:, t].T, query @ key[:, t].T
+            tokens.append({
+                "key_cos_same": round(cos[same & other].mean().item(), 3),
+                "key_cos_diff": round(cos[~same].mean().item(), 3),
+                "query_match": round(weight[asks].mean().item(), 3),
+                "query_other": round(weight[~asks].mean().item(), 3),
+                "gate": round(gate[t].item(), 3),
+            })  # fmt: skip
+        result["write_tokens"] = tokens
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a run's best/ or last/ folder")
+    parser.add_argument("--n", type=int, required=True, help="pairs per sample")
+    parser.add_argument("--samples", type=int, default=800)
+    args = parser.parse_args()
+    model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
+    size = model.config.segment_size if hasattr(model.config, "segment_size") else None
+    if size is None or size < PAIR_TOKENS + 1:
+        raise SystemExit(f"{args.checkpoint}: not a retrieval checkpoint (segment size {size})")
+    ids, prompt = samples(args.n, args.samples, size)
+    print(json.dumps(probe(model, ids, prompt, args.n, size), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""scripts/retrieval_context_control.py and scripts/retrieval_probe.py: the control's samples and
+the probe's split by queried pair and its ARMT key measurements."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import retrieval_context_control as control  # noqa: E402
+import retrieval_probe as probe  # noqa: E402
+
+from rmt.tasks.retrieval.sample import PAIR_TOKENS  # noqa: E402
+from rmt.tasks.retrieval.tokenizer import build_tokenizer  # noqa: E402
+
+
+@pytest.mark.parametrize("n", [1, 3, 16])
+def test_control_samples_end_with_the_queried_keys_value(n):
+    data = control.batch(64, n, torch.Generator().manual_seed(n))
+    assert data.shape == (64, PAIR_TOKENS * n + 3)
+    pairs, question, key, answer = data[:, :-3], data[:, -3], data[:, -2], data[:, -1]
+    keys, values, ends = pairs[:, 0::3], pairs[:, 1::3], pairs[:, 2::3]
+    assert (ends == 2 * control.SYMBOLS).all() and (question == 2 * control.SYMBOLS + 1).all()
+    assert all(len(set(row.tolist())) == n for row in keys)  # distinct keys in a sample
+    assert (keys < control.SYMBOLS).all() and (values >= control.SYMBOLS).all()
+    for row in range(64):  # the answer is the value stored with the queried key
+        (where,) = (keys[row] == key[row]).nonzero()[:, 0].tolist()
+        assert answer[row] == values[row, where]
+
+
+class _FirstPairModel(torch.nn.Module):
+    """Answers every query with the first pair's value: 100% on pair 0, chance on the rest."""
+
+    memory = SimpleNamespace()
+
+    def __init__(self, vocab: int, segment: int) -> None:
+        super().__init__()
+        self.vocab, self.segment = vocab, segment
+
+    def forward(self, input_ids):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., :] = torch.nn.functional.one_hot(input_ids[:, 1], self.vocab)[:, None]
+        return SimpleNamespace(logits=logits)
+
+
+def test_probe_splits_accuracy_by_the_queried_pair():
+    vocab = len(build_tokenizer())
+    ids, prompt = probe.samples(4, 400, 4)
+    result = probe.probe(_FirstPairModel(vocab, 4), ids, prompt, 4, 4)
+    assert result["by_pair"][0] == 100.0
+    assert all(a < 25 for a in result["by_pair"][1:]), result  # equal values only: ~1/16
+    assert "write_tokens" not in result  # not ARMT
+
+
+def test_probe_measures_armt_keys_and_sees_a_key_that_names_the_pair(tiny_rmt):
+    vocab = len(build_tokenizer())
+    model = tiny_rmt(mem=2, seg=4, vocab=vocab, memory_type="armt",
+                     memory_options={"layers": [0], "key_dim": 8})  # fmt: skip
+    ids, prompt = probe.samples(2, 200, 4)
+    first = probe.probe(model, ids, prompt, 2, 4)
+    assert len(first["write_tokens"]) == 2 and len(first["by_pair"]) == 2
+    for token in first["write_tokens"]:
+        assert 0 < token["gate"] < 1 and -1 <= token["key_cos_diff"] <= 1
+    # make the written key a function of the first key symbol alone: the key projection reads
+    # only a subspace that the write token's output fills with the key token's embedding
+    mem = model.memory
+    with torch.no_grad():
+        emb = model.backbone.get_input_embeddings().weight
+        mem.key.zero_()
+        captured = []
+        layer = probe.decoder_layers(model.backbone)[0]
+        hook = layer.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+        model(input_ids=ids)
+        hook.remove()
+    write = captured[0][:, -2:]  # first segment's write outputs
+    keyed = torch.linalg.lstsq(write[:, 0], emb[ids[:, 0]]).solution  # [H, H]: output -> key emb
+    with torch.no_grad():
+        mem.key[0] = keyed @ torch.randn(emb.shape[1], mem.key.shape[-1])
+    named = probe.probe(model, ids, prompt, 2, 4)["write_tokens"][0]
+    assert named["key_cos_same"] > named["key_cos_diff"] + 0.2, named
