@@ -73,7 +73,9 @@ def test_probe_measures_armt_keys_and_sees_a_key_that_names_the_pair(tiny_rmt):
         mem.key.zero_()
         captured = []
         layer = probe.decoder_layers(model.backbone)[0]
-        hook = layer.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+        hook = layer.register_forward_hook(
+            lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o)
+        )
         model(input_ids=ids)
         hook.remove()
     write = captured[0][:, -2:]  # first segment's write outputs
