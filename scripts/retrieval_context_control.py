@@ -22,7 +22,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from rmt.modeling.backbones import tiny_backbone_config
 
 SYMBOLS = 16  # key and value symbols each, as in experiment=retrieval_capacity
 
@@ -38,17 +40,15 @@ def batch(size: int, n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([pairs, question, keys.gather(1, query), values.gather(1, query)], 1)
 
 
-def model(hidden: int, layers: int, heads: int, seed: int) -> LlamaForCausalLM:
+def model(hidden: int, layers: int, heads: int, seed: int) -> PreTrainedModel:
+    """The tiny Llama-style backbone that ``backbone=tiny_d64`` builds, for this vocabulary."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=2 * SYMBOLS + 2, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=4 * hidden,
-        max_position_embeddings=128, tie_word_embeddings=True,
-    )  # fmt: skip
-    return LlamaForCausalLM(config)
+    config = tiny_backbone_config("llama", vocab_size=2 * SYMBOLS + 2, hidden_size=hidden,
+                                  num_layers=layers, num_heads=heads, max_positions=128)  # fmt: skip
+    return AutoModelForCausalLM.from_config(config)
 
 
-def accuracy(lm: LlamaForCausalLM, data: torch.Tensor) -> float:
+def accuracy(lm: PreTrainedModel, data: torch.Tensor) -> float:
     with torch.no_grad():
         guess = lm(input_ids=data[:, :-1]).logits[:, -1].argmax(-1)
     return (guess == data[:, -1]).float().mean().item()

@@ -1,7 +1,10 @@
 """What a trained retrieval checkpoint has learned: accuracy by queried pair, and (ARMT) whether its
 written keys name the pair's key.
 
-    python scripts/retrieval_probe.py outputs/retrieval_capacity/armt_n2/best --n 2
+    python scripts/retrieval_probe.py outputs/retrieval_capacity/armt_n2 --n 2
+
+The checkpoint (a run folder or its best/) is checked and loaded as ``rmt-eval`` does, and the
+samples use the run's key and value symbols (``task.key_vocab``, ``task.value_vocab``).
 
 Prints one JSON object:
 - ``accuracy`` and ``by_pair``: the answer's argmax under teacher forcing on fresh samples (seeds
@@ -23,19 +26,22 @@ import json
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM
 
-import rmt.modeling  # noqa: F401  (registers the rmt model type with the Auto classes)
+from rmt.eval import checkpoint as checkpoints
 from rmt.modeling.adapters import decoder_layers
 from rmt.modeling.memory.armt import AssociativeMemory, dpfp, features
-from rmt.tasks.retrieval.sample import PAIR_TOKENS, Layout, make_sample
+from rmt.tasks.retrieval.sample import Layout, make_sample
 
 
-def samples(n: int, count: int, segment_size: int) -> tuple[torch.Tensor, int]:
+def samples(n: int, count: int, segment_size: int, *, key_vocab: int = 16, value_vocab: int = 16
+            ) -> tuple[torch.Tensor, int]:  # fmt: skip
     """[count, (n + 1) * segment_size] ids (one pair per segment, then the query) and the
     prompt length (the answer's position)."""
-    layout = Layout(num_pairs=n, pairs_per_segment=1, key_vocab=16, value_vocab=16,
+    layout = Layout(num_pairs=n, pairs_per_segment=1, key_vocab=key_vocab, value_vocab=value_vocab,
                     segment_size=segment_size)  # fmt: skip
+    problem = layout.problem()
+    if problem:
+        raise SystemExit(f"--n {n}: {problem}")
     made = [make_sample(layout, segments=n + 1, seed=10**7 + i) for i in range(count)]
     return torch.tensor([s["input_ids"] for s in made]), made[0]["prompt_length"]
 
@@ -88,17 +94,20 @@ def probe(model, ids: torch.Tensor, prompt: int, n: int, size: int) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a run's best/ or last/ folder")
+    parser.add_argument("checkpoint", help="a run folder or its best/")
     parser.add_argument("--n", type=int, required=True, help="pairs per sample")
     parser.add_argument("--samples", type=int, default=800)
-    args = parser.parse_args()
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
-    size = model.config.segment_size if hasattr(model.config, "segment_size") else None
-    if size is None or size < PAIR_TOKENS + 1:
-        raise SystemExit(f"{args.checkpoint}: not a retrieval checkpoint (segment size {size})")
-    ids, prompt = samples(args.n, args.samples, size)
+    args = parser.parse_args(argv)
+    ckpt = checkpoints.check(args.checkpoint)
+    task = ckpt.run_config.task
+    if task.type != "retrieval":
+        raise SystemExit(f"{args.checkpoint}: trained on task.type={task.type}, not retrieval")
+    model, _ = checkpoints.load(ckpt)
+    size = model.config.segment_size
+    ids, prompt = samples(args.n, args.samples, size, key_vocab=task.key_vocab,
+                          value_vocab=task.value_vocab)  # fmt: skip
     print(json.dumps(probe(model, ids, prompt, args.n, size), indent=1))
 
 

@@ -3,12 +3,13 @@ the probe's split by queried pair and its ARMT key measurements."""
 
 from __future__ import annotations
 
+import json
 import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import FAST, REPO, main_in_process
 
 sys.path.insert(0, str(REPO / "scripts"))
 import retrieval_context_control as control  # noqa: E402
@@ -84,3 +85,22 @@ def test_probe_measures_armt_keys_and_sees_a_key_that_names_the_pair(tiny_rmt):
         mem.key[0] = keyed @ torch.randn(emb.shape[1], mem.key.shape[-1])
     named = probe.probe(model, ids, prompt, 2, 4)["write_tokens"][0]
     assert named["key_cos_same"] > named["key_cos_diff"] + 0.2, named
+
+
+def test_probe_reads_a_run_with_the_runs_own_symbols(tmp_path, monkeypatch, capsys):
+    """``retrieval_probe.py <run folder> --n 2``: loads the run as rmt-eval does and draws its
+    samples from the run's key and value symbols (3 each here, not the sweep's 16)."""
+    run = tmp_path / "run"
+    args = (*FAST, "task=retrieval", "memory=armt", "memory.num_tokens=2", "segment.size=4",
+            "task.num_pairs=2", "task.pairs_per_segment=1", "task.key_vocab=3",
+            "task.value_vocab=3", "task.curriculum=[{segments:[3]}]", f"hydra.run.dir={run}")  # fmt: skip
+    assert main_in_process(monkeypatch, *args) == 0
+    capsys.readouterr()
+    drawn = []
+    make = probe.samples
+    monkeypatch.setattr(probe, "samples", lambda *a, **kw: drawn.append(kw) or make(*a, **kw))
+    probe.main([str(run), "--n", "2", "--samples", "40"])
+    result = json.loads(capsys.readouterr().out)
+    assert drawn == [{"key_vocab": 3, "value_vocab": 3}]
+    assert result["samples"] == 40 and len(result["by_pair"]) == 2
+    assert len(result["write_tokens"]) == 2
