@@ -31,17 +31,17 @@ MEMORY_OPTION = {"tokens": "default", "armt": "armt"}
 LOAD_FILE = "load.json"  # beside each run's summary.json
 
 
-def curriculum(n: int, pairs_per_segment: int, warmup_steps: int) -> str:
-    """The recipe's stages for N pairs (ceil(N / pps) + 1 segments): first N=1 (the pair, then
-    the query) for at most ``warmup_steps`` or until 90% validation accuracy, then N."""
+def curriculum(n: int, pairs_per_segment: int) -> str:
+    """The recipe's one stage for N pairs: every segment count from 2 (one pair, then the query)
+    to ceil(N / pps) + 1 (all N), one per batch; with the recipe's ``task.vary_pairs`` each
+    batch holds the pairs its segments allow, so N = 1..N mix as in the ARMT paper's training."""
     segments = math.ceil(n / pairs_per_segment) + 1
-    warmup = f"{{segments:[2],num_pairs:1,steps:{warmup_steps},until_accuracy:0.9}},"
-    return f"[{warmup if n > 1 and warmup_steps else ''}{{segments:[{segments}]}}]"
+    return f"[{{segments:[{','.join(str(s) for s in range(2, segments + 1))}]}}]"
 
 
 def command(memory: str, n: int, args, run_dir: Path) -> list[str]:
     """The rmt-train command of one run."""
-    stages = curriculum(n, args.pairs_per_segment, args.warmup_steps)
+    stages = curriculum(n, args.pairs_per_segment)
     return [sys.executable, "-m", "rmt.cli.train", "experiment=retrieval_capacity",
             f"memory={MEMORY_OPTION[memory]}", f"task.num_pairs={n}",
             f"task.pairs_per_segment={args.pairs_per_segment}", f"task.curriculum={stages}",
@@ -142,8 +142,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--memories", nargs="+", choices=list(MEMORIES), default=list(MEMORIES))
     parser.add_argument("--pairs-per-segment", type=int, default=1)
-    parser.add_argument("--warmup-steps", type=int, default=400,
-                        help="the N=1 stage before N > 1 (at most these steps); 0 = none")  # fmt: skip
     parser.add_argument("--value-vocab", type=int, default=16, help="for the chance line")
     parser.add_argument("--plot", default=None, help="the plot's path (default: OUT/capacity.png)")
     parser.add_argument(

@@ -17,6 +17,13 @@ Prints one JSON object:
   key token); ``query_match`` / ``query_other``, the mean weight a query puts on that key when
   the query asks for that key / another one (equal: reading cannot tell pairs apart); ``gate``,
   the mean write gate beta.
+- ``decodable``, per pair segment: how well a linear read-out (ridge regression on 2/3 of the
+  samples, accuracy in % on the other third) recovers the segment's key symbol and value symbol
+  from what the memory writes: the write-memory tokens' outputs of the first carrying layer
+  (ARMT) or of the last layer (RMT: the next memory), and for ARMT also from the written key
+  features. Binding needs the key in the written keys of every segment; the sweep's ARMT runs
+  keep it in the first segment (100%) and lose it in the second (11-27%) while the value stays
+  (99-100%): the README's "Capacity, head to head".
 """
 
 from __future__ import annotations
@@ -46,21 +53,41 @@ def samples(n: int, count: int, segment_size: int, *, key_vocab: int = 16, value
     return torch.tensor([s["input_ids"] for s in made]), made[0]["prompt_length"]
 
 
+def decodable(x: torch.Tensor, labels: torch.Tensor, *, ridge: float = 1e-2) -> float:
+    """Held-out accuracy (%) of a linear read-out of ``labels`` [B] from ``x`` [B, D]: ridge
+    regression onto one-hot labels, fitted on the first 2/3 of the rows (standardised), argmax on
+    the rest. Deterministic; chance is about 1 / (number of labels)."""
+    x = x.double().flatten(1)
+    cut = 2 * len(x) // 3
+    mean, std = x[:cut].mean(0), x[:cut].std(0) + 1e-6
+    x = torch.cat([(x - mean) / std, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # with a bias
+    classes, target = labels.unique(return_inverse=True)
+    onehot = F.one_hot(target, len(classes)).double()
+    train = x[:cut]
+    gram = train.T @ train + ridge * cut * torch.eye(x.shape[1], dtype=x.dtype)
+    weights = torch.linalg.solve(gram, train.T @ onehot[:cut])
+    correct = (x[cut:] @ weights).argmax(-1) == target[cut:]
+    return round(100 * correct.double().mean().item(), 1)
+
+
 def probe(model, ids: torch.Tensor, prompt: int, n: int, size: int) -> dict:
     memory = model.memory
     armt = isinstance(memory, AssociativeMemory) and memory.layer_ids
-    written, inputs = [], []
-    if armt:  # the first carrying layer: its outputs (writes) and its inputs before the read
-        layer = decoder_layers(model.backbone)[memory.layer_ids[0]]
-        hooks = [
-            layer.register_forward_hook(lambda m, a, o: written.append(o[0] if isinstance(o, tuple) else o)),
-            layer.register_forward_pre_hook(
-                lambda m, a, kw: inputs.append(a[0] if a else kw["hidden_states"]),
-                with_kwargs=True, prepend=True,
-            ),
-        ]  # fmt: skip
+    written, inputs, hooks = [], [], []
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:  # writes: the first carrying layer (ARMT) or the last layer (RMT)
+        layer = decoder_layers(backbone)[memory.layer_ids[0] if armt else -1]
+        hooks.append(layer.register_forward_hook(
+            lambda m, a, o: written.append(o[0] if isinstance(o, tuple) else o)))  # fmt: skip
+    if armt:  # and the carrying layer's inputs before the read
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, a, kw: inputs.append(a[0] if a else kw["hidden_states"]),
+            with_kwargs=True, prepend=True,
+        ))  # fmt: skip
     with torch.no_grad():
         logits = model(input_ids=ids).logits
+    for hook in hooks:
+        hook.remove()
     correct = logits[:, prompt - 1].argmax(-1) == ids[:, prompt]
     keys = ids[:, 0 : n * size : size]  # the pair keys, one per segment
     queried = (keys == ids[:, prompt - 1, None]).float().argmax(-1)
@@ -68,18 +95,28 @@ def probe(model, ids: torch.Tensor, prompt: int, n: int, size: int) -> dict:
         "samples": len(ids), "accuracy": round(100 * correct.float().mean().item(), 1),
         "by_pair": [round(100 * correct[queried == j].float().mean().item(), 1) for j in range(n)],
     }  # fmt: skip
+    if written:  # one backbone call per segment, the write-memory tokens last
+        m = memory.num_tokens
+        result["decodable"] = []
+        for j in range(n):
+            write = written[j][:, -m:]
+            row = {"pair": j, "key": decodable(write, ids[:, j * size]),
+                   "value": decodable(write, ids[:, j * size + 1])}  # fmt: skip
+            if armt:
+                key = features(memory._projected(write) @ memory.key[0], memory.nu)
+                row.update(key_in_keys=decodable(key, ids[:, j * size]),
+                           value_in_keys=decodable(key, ids[:, j * size + 1]))  # fmt: skip
+            result["decodable"].append(row)
     if armt:
-        for hook in hooks:
-            hook.remove()
         m = memory.num_tokens
         write = written[0][:, -m:]  # the first segment's write-memory outputs [B, M, H]
-        key = features(write @ memory.key[0], memory.nu)
+        key = features(memory._projected(write) @ memory.key[0], memory.nu)
         query_in = inputs[-1][:, m + 1]  # the query segment's key token: [read mem, ?, k_q, ...]
-        query = F.normalize(dpfp(query_in @ memory.query[0], memory.nu), dim=-1)
+        query = F.normalize(dpfp(memory._projected(query_in) @ memory.query[0], memory.nu), dim=-1)
         same = keys[:, :1] == keys[:, :1].T
         other = ~torch.eye(len(ids), dtype=torch.bool)
         asks = ids[:, prompt - 1, None] == keys[:, :1].T  # query i asks for sample j's first key
-        gate = torch.sigmoid(write @ memory.gate[0] + memory.gate_bias[0])[..., 0].mean(0)
+        gate = torch.sigmoid(memory._projected(write) @ memory.gate[0] + memory.gate_bias[0])[..., 0].mean(0)
         tokens = []
         for t in range(m):
             cos, weight = key[:, t] @ key[:, t].T, query @ key[:, t].T

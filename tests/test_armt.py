@@ -133,14 +133,48 @@ def test_memory_tokens_can_be_kept_from_reading():
             assert added[:, MEM:-MEM].amax(-1).min() > 1e-4
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_read_into_output_is_added_after_the_layer(family):
+    """read_into=output: layer 0 (a carrying layer) computes on the segment as if nothing were
+    stored, so with fresh tokens its outputs, the write tokens' included, do not depend on the
+    earlier segments; what follows it does. With the read into the input, layer 0's do too."""
+    ids = rand_ids(2, 3 * SEG)
+    changed = ids.clone()
+    changed[:, :SEG] = rand_ids(2, SEG, seed=2)  # another first segment, same last one
+    for into in ("output", "input"):
+        model = make(family, options={"read_into": into, "carry_tokens": False, "layers": [0]})
+        layer = decoder_layers(model.backbone)[0]
+        outs = []
+        handle = layer.register_forward_hook(
+            lambda m, a, o, outs=outs: outs.append(o[0] if isinstance(o, tuple) else o), prepend=True
+        )  # runs before ARMT's hook adds the read
+        last = [logits(model, x)[:, -SEG:] for x in (ids, changed)]
+        handle.remove()
+        own = [outs[2], outs[5]]  # the last segment's layer-0 outputs, one per input
+        assert torch.equal(*own) is (into == "output"), into
+        assert (last[0] - last[1]).abs().amax() > 1e-3  # the read reaches the output either way
+
+
+def test_normalized_inputs_make_keys_and_reads_scale_free():
+    """normalize_inputs: the projections see RMS-normalised states, so scaling a state by 7
+    changes nothing they compute; without it, the scale passes through."""
+    for normalize in (True, False):
+        memory = make(options={"normalize_inputs": normalize}).memory
+        h = torch.randn(2, 5, 32)
+        same = torch.allclose(memory._projected(7 * h), memory._projected(h), atol=1e-5)
+        assert same is normalize
+    assert make(options={"normalize_inputs": True}).memory.summary()["normalize_inputs"] is True
+
+
 def grab(into, module, args, kwargs):
     into.append((args[0] if args else kwargs["hidden_states"]).clone())
 
 
 # ---------------------------------------------------------------- the core's guarantees
+@pytest.mark.parametrize("options", [{}, {"read_into": "output", "normalize_inputs": True}], ids=["paper", "output_norm"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_padded_batch_equals_each_sample(family):
-    model = make(family, segment_alignment="right")
+def test_padded_batch_equals_each_sample(family, options):
+    model = make(family, segment_alignment="right", options=options)
     seqs = [rand_ids(n, seed=n) for n in (17, 5, 11)]
     ids, mask = pad_batch(seqs)
     width = ids.shape[1]
@@ -198,7 +232,9 @@ def test_checkpointed_gradients_equal_plain(monkeypatch, family, depth, scheme):
         torch.testing.assert_close(grads[name], plain[name], **TOL)
 
 
-@pytest.mark.parametrize("options", [{}, {"memory_tokens_read": False}], ids=["read", "no_read"])
+@pytest.mark.parametrize(
+    "options", [{}, {"memory_tokens_read": False}, {"read_into": "output", "normalize_inputs": True}], ids=["read", "no_read", "output_norm"]
+)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_equals_forward_greedy(family, options):
     """Left-padded batch; the new tokens read the associative memory too (with the KV cache).
@@ -299,6 +335,7 @@ def test_options_are_checked_naming_the_key():
         ({"nu": 0}, r"memory_options.nu=0 must be an integer >= 1"),
         ({"feature_map": "elu"}, r"memory_options.feature_map='elu' is not known; use one of dpfp"),
         ({"keydim": 8}, r"memory_options.keydim: not an ARMT option"),
+        ({"read_into": "both"}, r"memory_options.read_into='both' is not known; use input"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -83,8 +83,48 @@ def test_probe_measures_armt_keys_and_sees_a_key_that_names_the_pair(tiny_rmt):
     keyed = torch.linalg.lstsq(write[:, 0], emb[ids[:, 0]]).solution  # [H, H]: output -> key emb
     with torch.no_grad():
         mem.key[0] = keyed @ torch.randn(emb.shape[1], mem.key.shape[-1])
-    named = probe.probe(model, ids, prompt, 2, 4)["write_tokens"][0]
+    result = probe.probe(model, ids, prompt, 2, 4)
+    named = result["write_tokens"][0]
     assert named["key_cos_same"] > named["key_cos_diff"] + 0.2, named
+    # the written keys of the first segment now name its key; the other segment's do not
+    assert result["decodable"][0]["key_in_keys"] > 90, result["decodable"]
+    assert result["decodable"][0]["key_in_keys"] > result["decodable"][1]["key_in_keys"] + 30
+
+
+def test_decodable_reads_labels_that_are_linearly_there_and_only_those():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(16, (900,), generator=gen)
+    codes = torch.randn(16, 24, generator=gen)
+    noise = torch.randn(900, 24, generator=gen)
+    assert probe.decodable(codes[labels] + 0.3 * noise, labels) > 95
+    assert probe.decodable(noise, labels) < 20  # chance is 1/16
+    # a fixed part shared by every row (a memory token's own embedding) changes nothing
+    assert probe.decodable(codes[labels] + 0.3 * noise + 50.0, labels) > 95
+
+
+def test_probe_reads_each_segments_writes_for_its_own_pair(tiny_rmt):
+    """Fresh write tokens and an empty associative memory (W_v = 0 at init): every segment is
+    computed alike, so each one's writes name its own pair (mixing segments up gives chance)."""
+    vocab = len(build_tokenizer())
+    model = tiny_rmt(mem=2, seg=4, vocab=vocab, memory_type="armt",
+                     memory_options={"layers": [0], "key_dim": 8, "carry_tokens": False})  # fmt: skip
+    ids, prompt = probe.samples(3, 300, 4)
+    rows = probe.probe(model, ids, prompt, 3, 4)["decodable"]
+    assert [row["pair"] for row in rows] == [0, 1, 2]
+    assert all(row["key"] > 90 and row["value"] > 90 for row in rows), rows
+
+
+def test_probe_measures_what_rmt_memory_tokens_hold(tiny_rmt):
+    """RMT has no associative keys: the read-out is taken from the last layer's write tokens."""
+    vocab = len(build_tokenizer())
+    model = tiny_rmt(mem=2, seg=4, vocab=vocab)
+    ids, prompt = probe.samples(3, 300, 4)
+    result = probe.probe(model, ids, prompt, 3, 4)
+    assert "write_tokens" not in result
+    rows = result["decodable"]
+    assert [row["pair"] for row in rows] == [0, 1, 2]
+    assert all(set(row) == {"pair", "key", "value"} for row in rows)
+    assert rows[0]["key"] > 90  # the first segment's writes see a fixed memory and its pair
 
 
 def test_probe_reads_a_run_with_the_runs_own_symbols(tmp_path, monkeypatch, capsys):

@@ -87,6 +87,9 @@ class ArmtConfig:
     correction: bool = True  # delta rule: store only what the memory does not return yet
     carry_tokens: bool = True  # memory tokens carry RMT's state; false: fresh each segment
     memory_tokens_read: bool = True  # false: only the segment's tokens read the associative memory
+    # true: the projections read RMS-normalised states, as a pre-norm layer's attention does
+    normalize_inputs: bool = False
+    read_into: str = "input"  # input (paper): the read enters the layer; output: after it
 
 
 @dataclass

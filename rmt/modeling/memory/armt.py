@@ -17,6 +17,18 @@ every carrying layer l holds an associative matrix A_l [F, H] and a normaliser z
   stored once (keys have unit length). (The paper's code subtracts the normalised read instead, which leaves a residue when
   other keys overlap k.) Without correction, A_l += k (beta v)^T and z_l += k (linear attention).
 
+Two options change where the memory meets the layer (both off in the paper; the capacity recipe
+turns both on, README "Capacity, head to head"):
+
+- `normalize_inputs`: W_q, W_k, W_v and the gate read RMS-normalised states (as every projection of
+  a pre-norm transformer does) instead of the raw residual stream, whose scale drifts with training
+  (write-token states of norm 30-60 against token embeddings of norm 1 in the sweep's runs);
+- `read_into="output"`: the read is computed from the layer's input as before but added to the
+  layer's output, so the layer itself (its attention, and the write tokens' states that become the
+  next keys) sees the segment without it. With the read added to the input, a blend of stored
+  values drowned the next pair's key token: its key was linearly decodable from the write tokens
+  in the first segment (100%) and not in the second (11-27%).
+
 With `memory_tokens_read=False` only the segment's tokens read A_l: the memory tokens (read and
 write) get nothing added, so the write tokens' keys and values come from the segment alone, not
 from what is already stored. (Tried in the capacity sweep: with associative memory in every layer it
@@ -47,6 +59,7 @@ from rmt.modeling.memory.tokens import TokenMemory
 from rmt.modeling.padding import left_align
 
 FEATURE_MAPS = ("dpfp",)
+READ_INTO = ("input", "output")
 EPS = 1e-5  # in the read's denominator: an empty memory (z = 0) reads 0, not 0/0
 
 
@@ -102,6 +115,7 @@ class _Session:
         # their read is skipped (the first segment of every batch costs what RMT's does)
         self.empty = [all(st == 0 for st in m.stride()) for m in memories]
         self.written: list[torch.Tensor | None] = [None] * len(memories)
+        self.pending: list[torch.Tensor | None] = [None] * len(memories)  # read_into="output"
 
 
 class AssociativeMemory(TokenMemory):
@@ -121,13 +135,16 @@ class AssociativeMemory(TokenMemory):
         correction: bool = True,  # delta rule: write only what the memory does not return yet
         carry_tokens: bool = True,  # False: fresh learned memory tokens every segment (paper's code)
         memory_tokens_read: bool = True,  # False: only the segment's tokens read the matrices
+        normalize_inputs: bool = False,  # projections read RMS-normalised states
+        read_into: str = "input",  # "output": the read is added after the layer, not before
         init_std: float | None = None,  # of the memory tokens, as for TokenMemory
         dtype=None,
         device=None,
     ) -> None:
         options = {"key_dim": key_dim, "feature_map": feature_map, "nu": nu, "layers": layers,
                    "correction": correction, "carry_tokens": carry_tokens,
-                   "memory_tokens_read": memory_tokens_read}  # fmt: skip
+                   "memory_tokens_read": memory_tokens_read, "normalize_inputs": normalize_inputs,
+                   "read_into": read_into}  # fmt: skip
         self.check_options(options, num_layers=num_layers)
         if num_tokens < 1:
             raise ValueError(
@@ -143,6 +160,7 @@ class AssociativeMemory(TokenMemory):
             correction,
         )
         self.carry_tokens, self.memory_tokens_read = carry_tokens, memory_tokens_read
+        self.normalize_inputs, self.read_into = normalize_inputs, read_into
         self._no_read: torch.Tensor | None = None  # set by wrap / prepare_generation, see _Session
         self.layer_ids = list(range(num_layers)) if layers is None else list(layers)
         self.num_features = 2 * nu * key_dim
@@ -169,7 +187,7 @@ class AssociativeMemory(TokenMemory):
     @classmethod
     def check_options(cls, options: dict, *, num_layers: int | None, prefix: str = "") -> None:
         known = {"key_dim", "feature_map", "nu", "layers", "correction", "carry_tokens",
-                 "memory_tokens_read"}  # fmt: skip
+                 "memory_tokens_read", "normalize_inputs", "read_into"}  # fmt: skip
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(
@@ -183,6 +201,11 @@ class AssociativeMemory(TokenMemory):
             raise ValueError(
                 f"{prefix}feature_map={options['feature_map']!r} is not known; use one of "
                 f"{', '.join(FEATURE_MAPS)}."
+            )
+        if options.get("read_into", "input") not in READ_INTO:
+            raise ValueError(
+                f"{prefix}read_into={options['read_into']!r} is not known; use input (the read "
+                "is added to the layer's input, as in the paper) or output (after the layer)."
             )
         layers = options.get("layers")
         if layers is not None:
@@ -208,6 +231,7 @@ class AssociativeMemory(TokenMemory):
             **super().summary(), "key_dim": self.key_dim, "feature_map": self.feature_map,
             "nu": self.nu, "memory_layers": self.layer_ids, "correction": self.correction,
             "carry_tokens": self.carry_tokens, "memory_tokens_read": self.memory_tokens_read,
+            "normalize_inputs": self.normalize_inputs, "read_into": self.read_into,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ hooks into the layers
@@ -234,22 +258,37 @@ class AssociativeMemory(TokenMemory):
         memory = self._session.memories[slot]
         if memory.shape[0] != hidden.shape[0]:  # generate's beam search repeats each sample
             memory = memory.repeat_interleave(hidden.shape[0] // memory.shape[0], 0)
-        phi = dpfp(hidden @ self.query[slot], self.nu)
+        phi = dpfp(self._projected(hidden) @ self.query[slot], self.nu)
         read = associative_read(memory.to(phi.dtype), phi).to(hidden.dtype)
         no_read = self._session.no_read
         if no_read is not None and hidden.shape[1] >= no_read.shape[1]:  # not a cached step
             no_read = no_read.repeat_interleave(hidden.shape[0] // no_read.shape[0], 0)
             width = no_read.shape[1]
             read[:, :width] = read[:, :width].masked_fill(no_read[..., None], 0)
+        if self.read_into == "output":  # added to the layer's output by _write_hook
+            self._session.pending[slot] = read
+            return None
         hidden = hidden + read
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
     def _write_hook(self, slot: int, layer, args, output):
-        if self._session is not None:
-            hidden = output[0] if isinstance(output, tuple) else output
-            self._session.written[slot] = hidden[:, hidden.shape[1] - self.num_tokens :]
+        if self._session is None:
+            return None
+        hidden = output[0] if isinstance(output, tuple) else output
+        self._session.written[slot] = hidden[:, hidden.shape[1] - self.num_tokens :]
+        read, self._session.pending[slot] = self._session.pending[slot], None
+        if read is None:
+            return None
+        hidden = hidden + read  # read_into="output": the writes above are the layer's own
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    def _projected(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What the projections read: the states, RMS-normalised with `normalize_inputs`."""
+        if not self.normalize_inputs:
+            return hidden
+        return F.rms_norm(hidden, hidden.shape[-1:], eps=1e-6)
 
     # ------------------------------------------------------------------ the recurrence
     def init_state(self, batch_size: int) -> dict:
@@ -275,7 +314,7 @@ class AssociativeMemory(TokenMemory):
         )
         if not self.layer_ids:
             return {"tokens": tokens, "associative": ()}
-        mem = torch.stack(self._session.written, 1)  # [B, n, M, H] write-memory outputs per layer
+        mem = self._projected(torch.stack(self._session.written, 1))  # [B, n, M, H] per layer
         k = features(mem @ self.key, self.nu)
         v, beta = mem @ self.value, torch.sigmoid(mem @ self.gate + self.gate_bias)
         memory = torch.stack(state["associative"], 1).to(k.dtype)  # [B, n, F, H + 1]

@@ -34,4 +34,9 @@ class RetrievalTaskConfig(TaskConfig):
     pairs_per_segment: int = 4  # pairs written into one segment (3 tokens each)
     key_vocab: int = 64  # K: key symbols (N distinct keys are drawn from them)
     value_vocab: int = 64  # V: value symbols (drawn with replacement)
+    # training aids (rmt.tasks.retrieval.sample): pairs follow each batch's segment count
+    # ((segments - 1) x pairs_per_segment, at most N), and this fraction of training samples asks
+    # for the key of a given value instead (validation and rmt-eval ask forward only)
+    vary_pairs: bool = False
+    reverse_queries: float = 0.0
     curriculum: list[RetrievalStage] = field(default_factory=lambda: [RetrievalStage(segments=[3])])

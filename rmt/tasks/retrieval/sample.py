@@ -9,12 +9,21 @@ same for every ``segment.alignment``)::
 
 The query key is uniform over the sample's pairs, so the answer is only in earlier segments:
 the model must carry the N bindings in its memory.
+
+Two training aids (``task.vary_pairs``, ``task.reverse_queries``; off by default):
+
+- with ``vary_pairs`` a sample holds as many pairs as its segments allow, (segments - 1) x
+  pairs_per_segment, at most N: a stage with ``segments: [2, 3, 4, 5]`` mixes N = 1..4 from batch
+  to batch, as the ARMT paper's training draws N per batch;
+- a reverse query ``[_ _ ... ? v_q k_q <eos>]`` gives a stored value and asks for its key (the
+  sample's values are then distinct, so the answer is unique). Answering it needs the key in
+  memory, which a forward query alone does not reward until keys and queries already match.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -59,9 +68,10 @@ class Layout:
         return None
 
 
-def make_sample(layout: Layout, *, segments: int, seed: int) -> dict:
+def make_sample(layout: Layout, *, segments: int, seed: int, reverse: bool = False) -> dict:
     """One sample of ``segments`` segments: ``input_ids``, ``labels``, ``prompt_length``,
-    ``task`` (``n<N>``), ``question`` (``? k_q``) and ``target`` (``v_q``)."""
+    ``task`` (``n<N>``), ``question`` (``? k_q``) and ``target`` (``v_q``); with ``reverse``
+    the question is ``? v_q`` and the target ``k_q`` (distinct values)."""
     if segments < layout.min_segments():
         raise ValueError(
             f"{layout.num_pairs} pairs at {layout.pairs_per_segment} per segment need "
@@ -69,7 +79,15 @@ def make_sample(layout: Layout, *, segments: int, seed: int) -> dict:
         )
     rng = np.random.default_rng(seed)
     keys = rng.choice(layout.key_vocab, size=layout.num_pairs, replace=False).tolist()
-    values = rng.integers(layout.value_vocab, size=layout.num_pairs).tolist()
+    if reverse:
+        if layout.num_pairs > layout.value_vocab:
+            raise ValueError(
+                f"a reverse query needs {layout.num_pairs} distinct values; there are "
+                f"{layout.value_vocab} value symbols"
+            )
+        values = rng.choice(layout.value_vocab, size=layout.num_pairs, replace=False).tolist()
+    else:
+        values = rng.integers(layout.value_vocab, size=layout.num_pairs).tolist()
     query = int(rng.integers(layout.num_pairs))
     size, pps = layout.segment_size, layout.pairs_per_segment
     words: list[str] = []
@@ -78,9 +96,11 @@ def make_sample(layout: Layout, *, segments: int, seed: int) -> dict:
                for w in (vocab.key(keys[i]), vocab.value(values[i]), vocab.PAIR_END)]  # fmt: skip
         words += seg + [vocab.FILLER] * (size - len(seg))
     words += [vocab.FILLER] * (segments * size - QUERY_TOKENS - len(words))
-    question = f"{vocab.QUERY} {vocab.key(keys[query])}"
-    target = vocab.value(values[query])
-    words += [vocab.QUERY, vocab.key(keys[query])]
+    asked, target = vocab.key(keys[query]), vocab.value(values[query])
+    if reverse:
+        asked, target = target, asked
+    question = f"{vocab.QUERY} {asked}"
+    words += [vocab.QUERY, asked]
     prompt_length = len(words)
     words += [target, vocab.EOS]
     ids = [_ID[w] for w in words]
@@ -94,10 +114,14 @@ _ID = {w: i for i, w in enumerate(vocab.vocabulary())}  # the ids build_tokenize
 
 class RetrievalDataset(Dataset):
     """``num_samples`` samples of one layout; item ``(index, total_length)`` fills
-    ``total_length // segment_size`` segments (at least the layout's minimum)."""
+    ``total_length // segment_size`` segments (at least the layout's minimum; with
+    ``vary_pairs``, at least 2 and the pairs those segments hold). A fraction ``reverse`` of the
+    samples (chosen by index) asks for a key instead of a value."""
 
-    def __init__(self, layout: Layout, *, split: str, num_samples: int, seed: int) -> None:
+    def __init__(self, layout: Layout, *, split: str, num_samples: int, seed: int,
+                 vary_pairs: bool = False, reverse: float = 0.0) -> None:  # fmt: skip
         self.layout, self.split, self.num_samples, self.seed = layout, split, num_samples, seed
+        self.vary_pairs, self.reverse = vary_pairs, reverse
 
     def __len__(self) -> int:
         return self.num_samples
@@ -106,6 +130,12 @@ class RetrievalDataset(Dataset):
         index, total_length = key
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        segments = max(total_length // self.layout.segment_size, self.layout.min_segments())
-        seed = stable_int("retrieval", self.seed, self.split, self.layout.num_pairs, index) >> 1
-        return make_sample(self.layout, segments=segments, seed=seed)
+        layout, segments = self.layout, total_length // self.layout.segment_size
+        if self.vary_pairs:
+            fits = max(segments - 1, 1) * layout.pairs_per_segment
+            layout = replace(layout, num_pairs=min(layout.num_pairs, fits))
+        segments = max(segments, layout.min_segments())
+        key = (self.seed, self.split, layout.num_pairs, index)
+        seed = stable_int("retrieval", *key) >> 1
+        reverse = self.reverse > 0 and stable_int("reverse", *key) % 10**6 < self.reverse * 10**6
+        return make_sample(layout, segments=segments, seed=seed, reverse=reverse)

@@ -49,6 +49,17 @@ class RetrievalTask(AnswerTask):
         for name in ("num_pairs", "pairs_per_segment"):
             if task[name] < 1:
                 raise ConfigError(f"task.{name}={task[name]} must be >= 1.")
+        if not 0 <= task.reverse_queries < 1:
+            raise ConfigError(
+                f"task.reverse_queries={task.reverse_queries} must be in [0, 1): the fraction of "
+                "training samples that ask for a key (validation always asks for a value)."
+            )
+        if task.reverse_queries > 0 and task.value_vocab < task.num_pairs:
+            raise ConfigError(
+                f"task.reverse_queries needs distinct values: task.value_vocab={task.value_vocab} "
+                f"< task.num_pairs={task.num_pairs}; raise task.value_vocab or set "
+                "task.reverse_queries=0."
+            )
         if task.train_samples is not None and task.train_samples < cfg.trainer.batch_size:
             raise ConfigError(
                 f"task.train_samples={task.train_samples} is smaller than trainer.batch_size="
@@ -71,7 +82,9 @@ class RetrievalTask(AnswerTask):
         stage_cfg = self.cfg.curriculum[stage]
         layout = self.layout(_pairs(self.cfg, stage_cfg))
         count = num_samples if num_samples is not None else self.cfg.train_samples
-        return RetrievalDataset(layout, split=split, num_samples=count, seed=seed)
+        reverse = self.cfg.reverse_queries if split == "train" else 0.0
+        return RetrievalDataset(layout, split=split, num_samples=count, seed=seed,
+                                vary_pairs=self.cfg.vary_pairs, reverse=reverse)  # fmt: skip
 
     @property
     def endless(self) -> bool:
@@ -142,7 +155,14 @@ def _check_stage(task: DictConfig, i: int, stage: DictConfig, segment_size: int)
             f"{key}: {problem}; lower task.pairs_per_segment to at most "
             f"{segment_size // 3} or raise segment.size."
         )
-    if min(stage.segments) < layout.min_segments():
+    if task.vary_pairs:  # the fewest segments hold one pair; the most must hold all N
+        if min(stage.segments) < 2 or max(stage.segments) < layout.min_segments():
+            raise ConfigError(
+                f"{key}.segments={list(stage.segments)}: with task.vary_pairs a sample needs at "
+                f"least 2 segments (a pair, then the query), and the stage's largest count must "
+                f"hold all {n} pairs and the query ({layout.min_segments()} segments)."
+            )
+    elif min(stage.segments) < layout.min_segments():
         raise ConfigError(
             f"{key}.segments={list(stage.segments)}: {n} pairs at task.pairs_per_segment="
             f"{task.pairs_per_segment} fill {layout.pair_segments()} segment(s) and the query "
