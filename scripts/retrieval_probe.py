@@ -21,9 +21,9 @@ Prints one JSON object:
   samples, accuracy in % on the other third) recovers the segment's key symbol and value symbol
   from what the memory writes: the write-memory tokens' outputs of the first carrying layer
   (ARMT) or of the last layer (RMT: the next memory), and for ARMT also from the written key
-  features. Binding needs the key in the written keys of every segment; the sweep's ARMT runs
-  keep it in the first segment (100%) and lose it in the second (11-27%) while the value stays
-  (99-100%): the README's "Capacity, head to head".
+  features. Binding needs the key in the written keys of every segment: the earlier recipe's
+  ARMT runs lost it after the first segment while keeping values, the current recipe's keep both
+  in every segment (README, "Capacity, head to head").
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def probe(model, ids: torch.Tensor, prompt: int, n: int, size: int) -> dict:
         same = keys[:, :1] == keys[:, :1].T
         other = ~torch.eye(len(ids), dtype=torch.bool)
         asks = ids[:, prompt - 1, None] == keys[:, :1].T  # query i asks for sample j's first key
-        gate = torch.sigmoid(memory._projected(write) @ memory.gate[0] + memory.gate_bias[0])[..., 0].mean(0)
+        gate = torch.sigmoid(memory._projected(write) @ memory.gate[0] + memory.gate_bias[0])
+        gate = gate[..., 0].mean(0)
         tokens = []
         for t in range(m):
             cos, weight = key[:, t] @ key[:, t].T, query @ key[:, t].T

@@ -146,7 +146,8 @@ def test_read_into_output_is_added_after_the_layer(family):
         layer = decoder_layers(model.backbone)[0]
         outs = []
         handle = layer.register_forward_hook(
-            lambda m, a, o, outs=outs: outs.append(o[0] if isinstance(o, tuple) else o), prepend=True
+            lambda m, a, o, outs=outs: outs.append(o[0] if isinstance(o, tuple) else o),
+            prepend=True,
         )  # runs before ARMT's hook adds the read
         last = [logits(model, x)[:, -SEG:] for x in (ids, changed)]
         handle.remove()
@@ -171,7 +172,9 @@ def grab(into, module, args, kwargs):
 
 
 # ---------------------------------------------------------------- the core's guarantees
-@pytest.mark.parametrize("options", [{}, {"read_into": "output", "normalize_inputs": True}], ids=["paper", "output_norm"])
+@pytest.mark.parametrize(
+    "options", [{}, {"read_into": "output", "normalize_inputs": True}], ids=["paper", "output_norm"]
+)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padded_batch_equals_each_sample(family, options):
     model = make(family, segment_alignment="right", options=options)
@@ -233,7 +236,9 @@ def test_checkpointed_gradients_equal_plain(monkeypatch, family, depth, scheme):
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"memory_tokens_read": False}, {"read_into": "output", "normalize_inputs": True}], ids=["read", "no_read", "output_norm"]
+    "options",
+    [{}, {"memory_tokens_read": False}, {"read_into": "output", "normalize_inputs": True}],
+    ids=["read", "no_read", "output_norm"],
 )
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_equals_forward_greedy(family, options):

@@ -64,6 +64,46 @@ def test_samples_are_a_function_of_seed_split_and_index():
     assert a[(2, 40)] == b[(2, 40)] and a[(2, 40)]["input_ids"] != c[(2, 40)]["input_ids"]
 
 
+def test_vary_pairs_fills_the_segments_a_batch_has_and_reverse_asks_for_keys():
+    """vary_pairs: (segments - 1) x pairs_per_segment pairs, at most N; a reverse sample asks
+    ``? v`` for its key (values distinct); about the asked fraction is reversed, by index."""
+    layout = Layout(num_pairs=4, pairs_per_segment=1, key_vocab=16, value_vocab=16, segment_size=4)
+    tok = build_tokenizer()
+    data = RetrievalDataset(layout, split="train", num_samples=400, seed=0, vary_pairs=True,
+                            reverse=0.5)  # fmt: skip
+    reversed_count = 0
+    for segments, pairs in ((2, 1), (3, 2), (5, 4), (7, 4)):
+        for index in range(100):
+            sample = data[(index, segments * 4)]
+            words = tok.convert_ids_to_tokens(sample["input_ids"])
+            assert len(words) == segments * 4 and sample["task"] == f"n{pairs}"
+            keys, values = words[0 : 4 * pairs : 4], words[1 : 4 * pairs : 4]
+            assert all(k.startswith("k") for k in keys) and all(v.startswith("v") for v in values)
+            assert words[4 * pairs : -4] == ["_"] * (4 * (segments - pairs - 1))  # no more pairs
+            asked, answer = words[-3], words[-2]
+            if asked.startswith("v"):  # reverse: the key stored with that value
+                reversed_count += 1
+                assert len(set(values)) == pairs and keys[values.index(asked)] == answer
+            else:
+                assert values[keys.index(asked)] == answer
+            assert sample["target"] == answer and sample["question"] == f"? {asked}"
+    assert 150 < reversed_count < 250  # of 400
+    plain = RetrievalDataset(layout, split="train", num_samples=4, seed=0)
+    assert plain[(1, 8)]["task"] == "n4"  # without vary_pairs: always N (and enough segments)
+
+
+def test_validation_asks_forward_only_and_training_asks_both(tmp_path):
+    cfg = _retrieval("task.num_pairs=2", "task.pairs_per_segment=1", "segment.size=4",
+                     "task.vary_pairs=true", "task.reverse_queries=0.5",
+                     "task.curriculum=[{segments:[2,3]}]")  # fmt: skip
+    validate(cfg)
+    task = build_task(cfg.task, tokenizer=build_tokenizer(), segment_size=4, seed=0)
+    for split, want in (("train", True), ("validation", False)):
+        data = task.dataset(split, stage=0, seed=0, num_samples=200)
+        asked = [data[(i, 12)]["question"].split()[1][0] for i in range(200)]
+        assert ("v" in asked) is want and "k" in asked
+
+
 def _retrieval(*overrides):
     return compose_config(["task=retrieval", "~experiment", *overrides])
 
@@ -80,6 +120,11 @@ def _retrieval(*overrides):
         (["task.value_vocab=1000"], "task.value_vocab=1000 must be in 1..256"),
         (["task.train_samples=2"], "smaller than trainer.batch_size"),
         (["backbone.tokenizer=gpt2"], "backbone.tokenizer=null"),
+        (["task.reverse_queries=1.0"], "task.reverse_queries=1.0 must be in [0, 1"),
+        (["task.reverse_queries=0.5", "task.value_vocab=4"], "raise task.value_vocab"),
+        (["task.vary_pairs=true", "task.curriculum=[{segments:[1,3]}]"], "at least 2 segments"),
+        (["task.vary_pairs=true", "task.num_pairs=16", "task.curriculum=[{segments:[2,3]}]"],
+         "must hold all 16 pairs and the query"),
     ],
 )  # fmt: skip
 def test_impossible_retrieval_configs_fail_naming_the_fix(overrides, named):
