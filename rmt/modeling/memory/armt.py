@@ -22,12 +22,13 @@ turns both on, README "Capacity, head to head"):
 
 - `normalize_inputs`: W_q, W_k, W_v and the gate read RMS-normalised states (as every projection of
   a pre-norm transformer does) instead of the raw residual stream, whose scale drifts with training
-  (write-token states of norm 30-60 against token embeddings of norm 1 in the sweep's runs);
+  (write-token states of norm 30-60 against token embeddings of norm 1 in the earlier recipe's
+  runs, and write gates saturated at about 1e-15);
 - `read_into="output"`: the read is computed from the layer's input as before but added to the
   layer's output, so the layer itself (its attention, and the write tokens' states that become the
   next keys) sees the segment without it. With the read added to the input, a blend of stored
   values drowned the next pair's key token: its key was linearly decodable from the write tokens
-  in the first segment (100%) and not in the second (11-27%).
+  partly in the first segment (14-94%) and at chance from the second on (6-12%).
 
 With `memory_tokens_read=False` only the segment's tokens read A_l: the memory tokens (read and
 write) get nothing added, so the write tokens' keys and values come from the segment alone, not
