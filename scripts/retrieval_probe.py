@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from rmt.eval import checkpoint as checkpoints
 from rmt.modeling.adapters import decoder_layers
-from rmt.modeling.memory.armt import AssociativeMemory, dpfp, features
+from rmt.modeling.memory.armt import AssociativeMemory
 from rmt.tasks.retrieval.sample import Layout, make_sample
 
 
@@ -103,21 +103,19 @@ def probe(model, ids: torch.Tensor, prompt: int, n: int, size: int) -> dict:
             row = {"pair": j, "key": decodable(write, ids[:, j * size]),
                    "value": decodable(write, ids[:, j * size + 1])}  # fmt: skip
             if armt:
-                key = features(memory._projected(write) @ memory.key[0], memory.nu)
+                key = memory.write_projections(write, slot=0)[0]
                 row.update(key_in_keys=decodable(key, ids[:, j * size]),
                            value_in_keys=decodable(key, ids[:, j * size + 1]))  # fmt: skip
             result["decodable"].append(row)
     if armt:
-        m = memory.num_tokens
         write = written[0][:, -m:]  # the first segment's write-memory outputs [B, M, H]
-        key = features(memory._projected(write) @ memory.key[0], memory.nu)
+        key, _, gate = memory.write_projections(write, slot=0)
+        gate = gate[..., 0].mean(0)
         query_in = inputs[-1][:, m + 1]  # the query segment's key token: [read mem, ?, k_q, ...]
-        query = F.normalize(dpfp(memory._projected(query_in) @ memory.query[0], memory.nu), dim=-1)
+        query = F.normalize(memory.query_features(query_in, 0), dim=-1)
         same = keys[:, :1] == keys[:, :1].T
         other = ~torch.eye(len(ids), dtype=torch.bool)
         asks = ids[:, prompt - 1, None] == keys[:, :1].T  # query i asks for sample j's first key
-        gate = torch.sigmoid(memory._projected(write) @ memory.gate[0] + memory.gate_bias[0])
-        gate = gate[..., 0].mean(0)
         tokens = []
         for t in range(m):
             cos, weight = key[:, t] @ key[:, t].T, query @ key[:, t].T

@@ -259,7 +259,7 @@ class AssociativeMemory(TokenMemory):
         memory = self._session.memories[slot]
         if memory.shape[0] != hidden.shape[0]:  # generate's beam search repeats each sample
             memory = memory.repeat_interleave(hidden.shape[0] // memory.shape[0], 0)
-        phi = dpfp(self._projected(hidden) @ self.query[slot], self.nu)
+        phi = self.query_features(hidden, slot)
         read = associative_read(memory.to(phi.dtype), phi).to(hidden.dtype)
         no_read = self._session.no_read
         if no_read is not None and hidden.shape[1] >= no_read.shape[1]:  # not a cached step
@@ -285,11 +285,24 @@ class AssociativeMemory(TokenMemory):
         hidden = hidden + read  # read_into="output": the writes above are the layer's own
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    def _projected(self, hidden: torch.Tensor) -> torch.Tensor:
+    def projection_inputs(self, hidden: torch.Tensor) -> torch.Tensor:
         """What the projections read: the states, RMS-normalised with `normalize_inputs`."""
         if not self.normalize_inputs:
             return hidden
         return F.rms_norm(hidden, hidden.shape[-1:], eps=1e-6)
+
+    def query_features(self, hidden: torch.Tensor, slot: int) -> torch.Tensor:
+        """DPFP features of the queries of carrying layer `slot` for its inputs `hidden`."""
+        return dpfp(self.projection_inputs(hidden) @ self.query[slot], self.nu)
+
+    def write_projections(self, states: torch.Tensor, slot: int | None = None):
+        """Keys (unit-length features), values and gates beta of write-memory `states`:
+        [B, n, M, H] for every carrying layer at once (`slot=None`), or [B, M, H] for one."""
+        index = slice(None) if slot is None else slot
+        states = self.projection_inputs(states)
+        keys = features(states @ self.key[index], self.nu)
+        gates = torch.sigmoid(states @ self.gate[index] + self.gate_bias[index])
+        return keys, states @ self.value[index], gates
 
     # ------------------------------------------------------------------ the recurrence
     def init_state(self, batch_size: int) -> dict:
@@ -315,9 +328,8 @@ class AssociativeMemory(TokenMemory):
         )
         if not self.layer_ids:
             return {"tokens": tokens, "associative": ()}
-        mem = self._projected(torch.stack(self._session.written, 1))  # [B, n, M, H] per layer
-        k = features(mem @ self.key, self.nu)
-        v, beta = mem @ self.value, torch.sigmoid(mem @ self.gate + self.gate_bias)
+        # [B, n, M, H]: the write-memory outputs of every carrying layer
+        k, v, beta = self.write_projections(torch.stack(self._session.written, 1))
         memory = torch.stack(state["associative"], 1).to(k.dtype)  # [B, n, F, H + 1]
         memory = associative_write(memory, k, v, beta, correction=self.correction)
         return {"tokens": tokens, "associative": memory.unbind(1)}
